@@ -1,0 +1,17 @@
+"""Datasets, input pipelines and augmentation.
+
+  ds = get_dataset('mnist', manual_dir='../shared/data/mnist')
+  it = train_iterator(ds.splits[ds.train_split], global_batch_size=128, seed=0)
+  for batch in eval_batches(ds.splits[ds.eval_split], global_batch_size=512):
+    ...
+"""
+
+from deepl.data.augment import augment_batch
+from deepl.data.augment import random_crop_flip
+from deepl.data.datasets import ArraySource
+from deepl.data.datasets import Dataset
+from deepl.data.datasets import get_dataset
+from deepl.data.datasets import known_names
+from deepl.data.pipeline import eval_batches
+from deepl.data.pipeline import EvalBatches
+from deepl.data.pipeline import train_iterator

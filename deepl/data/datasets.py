@@ -1,0 +1,119 @@
+"""get_dataset: prepare a dataset once with TFDS, then serve it from memory.
+
+The image sets here are small (MNIST's train split is 47 MB), so each split is
+read from its array_record files once into numpy arrays. A batch is then one
+numpy gather (~0.1 ms) instead of 128 record decodes (~6 ms through
+`as_data_source`).
+"""
+
+import dataclasses
+import difflib
+
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from deepl.data.builders import BUILDERS
+from deepl.errors import UserError
+
+
+class ArraySource:
+  """A split held in memory: random access by index, or a batch at a time.
+
+  Satisfies grain's RandomAccessDataSource protocol (`len`, `[i]`), and adds
+  `gather` so the pipeline can fetch a whole batch with one numpy indexing op.
+  """
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray):
+    if len(images) != len(labels):
+      raise ValueError(f'{len(images)} images but {len(labels)} labels')
+    self.images = np.ascontiguousarray(images, np.uint8)
+    # int32: what the train step wants, and JAX's default integer width.
+    self.labels = np.asarray(labels, np.int32)
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return {'image': self.images[index], 'label': self.labels[index]}
+
+  def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    return {'image': self.images[indices], 'label': self.labels[indices]}
+
+  def __repr__(self) -> str:
+    return f'ArraySource({len(self)} x {self.images.shape[1:]})'
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A prepared dataset: its splits in memory plus what a model needs to know."""
+
+  name: str
+  splits: dict[str, ArraySource]
+  num_classes: int
+  image_shape: tuple[int, ...]
+  train_split: str = 'train'
+  eval_split: str = 'test'
+  data_dir: str = ''  # Where TFDS keeps the prepared files.
+
+
+# Label counts live here rather than in the builders: `label` is a plain int64
+# Tensor feature (ClassLabel would add nothing but names).
+NUM_CLASSES = {'digits': 10, 'mnist': 10, 'fashion_mnist': 10, 'cifar10': 10}
+
+
+def known_names() -> list[str]:
+  return sorted(BUILDERS)
+
+
+def get_builder(name: str, data_dir: str | None = None):
+  """Returns the TFDS builder for `name` (writing array_record files)."""
+  if name not in BUILDERS:
+    close = difflib.get_close_matches(name, known_names(), n=1)
+    hint = f' Did you mean {close[0]!r}?' if close else ''
+    raise UserError(f'unknown dataset {name!r}; known: '
+                    f'{", ".join(known_names())}.{hint}')
+  return BUILDERS[name](data_dir=data_dir, file_format='array_record')
+
+
+def get_dataset(name: str, *, data_dir: str | None = None,
+                manual_dir: str | None = None) -> Dataset:
+  """Prepares `name` (once; cached in data_dir) and loads its splits.
+
+  Args:
+    name: one of `known_names()`.
+    data_dir: where TFDS keeps prepared datasets; None means TFDS's default
+      ($TFDS_DATA_DIR or ~/tensorflow_datasets).
+    manual_dir: a folder with the original files, so preparing never goes to
+      the network. Only read the first time; ignored by 'digits'.
+
+  Returns:
+    A `Dataset` whose splits are in-memory `ArraySource`s.
+
+  Raises:
+    UserError: unknown name, or a manual_dir that lacks the right files.
+  """
+  builder = get_builder(name, data_dir)
+  if not builder.is_prepared():
+    if manual_dir is not None and not epath.Path(manual_dir).is_dir():
+      raise UserError(f'manual_dir {manual_dir} is not a folder: point '
+                      f'data.manual_dir at the folder with the {name} files')
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=manual_dir, try_download_gcs=False))
+  splits = {split: _load_split(builder, split) for split in builder.info.splits}
+  return Dataset(
+      name=name,
+      splits=splits,
+      num_classes=NUM_CLASSES[name],
+      image_shape=tuple(builder.info.features['image'].shape),
+      data_dir=str(builder.data_dir),
+  )
+
+
+def _load_split(builder, split: str) -> ArraySource:
+  source = builder.as_data_source(split)
+  records = source.__getitems__(range(len(source)))
+  images = np.stack([r['image'] for r in records])
+  labels = np.array([r['label'] for r in records])
+  return ArraySource(images, labels)

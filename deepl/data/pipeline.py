@@ -1,0 +1,173 @@
+"""Batches for training and evaluation, the same whatever the process count.
+
+The data order is a property of the global batch, not of the process layout:
+
+  stream      = perm(seed, 0) ++ perm(seed, 1) ++ ...   (each a permutation of
+                all indices; a new one every epoch)
+  global k    = stream[k*B : (k+1)*B]
+  process p   = rows [p*b : (p+1)*b] of global batch k,  b = B // P
+
+So the P local batches of step k, concatenated, are exactly the 1-process batch
+of step k, and each process only gathers its own rows. Batches run across epoch
+boundaries, so no example is dropped and every batch is full.
+"""
+
+import math
+import sys
+
+import grain
+import numpy as np
+
+from deepl.errors import UserError
+
+
+def local_batch_size(global_batch_size: int, process_count: int) -> int:
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise UserError(
+        f'global batch size {global_batch_size} must be a positive multiple '
+        f'of the process count {process_count}: change the batch size')
+  return global_batch_size // process_count
+
+
+def _check_process(process_index: int, process_count: int):
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} not in [0, '
+                     f'{process_count})')
+
+
+def gather(source, indices: np.ndarray) -> dict[str, np.ndarray]:
+  """One batch from `source`: one numpy gather if it can, else record by record."""
+  if hasattr(source, 'gather'):
+    return source.gather(indices)
+  # An empty batch still needs the feature shapes: take them from record 0.
+  records = [source[int(i)] for i in indices] or [source[0]]
+  batch = {key: np.stack([r[key] for r in records]) for key in records[0]}
+  if 'label' in batch:
+    batch['label'] = batch['label'].astype(np.int32)
+  if not len(indices):  # pylint: disable=g-explicit-length-test
+    batch = {key: value[:0] for key, value in batch.items()}
+  return batch
+
+
+class _EpochPermutations:
+  """perm(seed, epoch), keeping the last two (a batch can straddle two)."""
+
+  def __init__(self, size: int, seed: int):
+    self._size = size
+    self._seed = int(seed) % 2**63
+    self._cache = {}
+
+  def __call__(self, epoch: int) -> np.ndarray:
+    perm = self._cache.get(epoch)
+    if perm is None:
+      # SeedSequence mixes (seed, epoch) well: unlike grain's `shuffle`, whose
+      # epoch e uses seed + e, seeds 0 and 1 do not share epochs shifted by one.
+      rng = np.random.default_rng(np.random.SeedSequence([self._seed, epoch]))
+      perm = rng.permutation(self._size)
+      self._cache = {e: p for e, p in self._cache.items() if e >= epoch - 1}
+      self._cache[epoch] = perm
+    return perm
+
+  def rows(self, start: int, stop: int) -> np.ndarray:
+    """stream[start:stop], at most two epochs' worth."""
+    first, last = start // self._size, (stop - 1) // self._size
+    if first == last:
+      offset = first * self._size
+      return self(first)[start - offset:stop - offset]
+    parts = [self(e) for e in range(first, last + 1)]
+    offset = first * self._size
+    return np.concatenate(parts)[start - offset:stop - offset]
+
+
+class _TrainBatch:
+  """Maps a step number to this process's batch of that step."""
+
+  def __init__(self, source, order, global_batch, local_batch, process_index):
+    self._source = source
+    self._order = order
+    self._offset = process_index * local_batch
+    self._global_batch = global_batch
+    self._local_batch = local_batch
+
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    start = step * self._global_batch + self._offset
+    return gather(self._source, self._order.rows(start,
+                                                 start + self._local_batch))
+
+
+def train_iterator(source, *, global_batch_size: int, seed: int,
+                   process_index: int = 0, process_count: int = 1,
+                   prefetch: int = 0) -> grain.DatasetIterator:
+  """An endless, checkpointable iterator over this process's train batches.
+
+  Args:
+    source: a split, ideally an `ArraySource` (one gather per batch); any
+      random-access source of {'image', 'label'} dicts works, more slowly.
+    global_batch_size: B, summed over processes.
+    seed: fixes the order; same seed, same batches, for any process count.
+    process_index: p, this process.
+    process_count: P; each batch has B // P rows.
+    prefetch: batches to prepare ahead in a background thread. 0 (default)
+      makes them on demand: an in-memory batch costs ~0.1 ms, less than a
+      thread hand-off, and a thread competes with XLA for the 2 cores here.
+
+  Returns:
+    A `grain.DatasetIterator` of {'image': uint8 (b, H, W, C), 'label': int32
+    (b,)}. `get_state()` / `set_state()` resume it exactly, and it works with
+    `grain.checkpoint.CheckpointSave` / `CheckpointRestore` in Orbax.
+  """
+  _check_process(process_index, process_count)
+  local = local_batch_size(global_batch_size, process_count)
+  if len(source) == 0:  # pylint: disable=g-explicit-length-test
+    raise UserError('the train split is empty: check the dataset')
+  order = _EpochPermutations(len(source), seed)
+  batch_fn = _TrainBatch(source, order, global_batch_size, local, process_index)
+  # The index is the step number: resuming at step k is `next_index = k`, and
+  # the whole state is that one integer.
+  steps = grain.MapDataset.range(sys.maxsize // global_batch_size)
+  read_options = grain.ReadOptions(num_threads=1 if prefetch else 0,
+                                   prefetch_buffer_size=prefetch)
+  return iter(steps.map(batch_fn).to_iter_dataset(read_options))
+
+
+class EvalBatches:
+  """The whole split once, in order, as fixed-size masked local batches.
+
+  Every process yields `len(self)` batches of exactly b rows; rows past the end
+  of the split are zeros with mask 0, so across processes each example counts
+  exactly once and all processes run the same number of (jitted) steps.
+  """
+
+  def __init__(self, source, *, global_batch_size: int, process_index: int = 0,
+               process_count: int = 1):
+    _check_process(process_index, process_count)
+    self._source = source
+    self._global_batch = global_batch_size
+    self._local_batch = local_batch_size(global_batch_size, process_count)
+    self._offset = process_index * self._local_batch
+
+  def __len__(self) -> int:
+    return math.ceil(len(self._source) / self._global_batch)
+
+  def __iter__(self):
+    size, b = len(self._source), self._local_batch
+    for k in range(len(self)):
+      start = min(k * self._global_batch + self._offset, size)
+      stop = min(start + b, size)
+      batch = gather(self._source, np.arange(start, stop))
+      real = stop - start
+      if real < b:
+        batch = {key: np.concatenate(
+            [value, np.zeros((b - real,) + value.shape[1:], value.dtype)])
+                 for key, value in batch.items()}
+      mask = np.zeros(b, np.float32)
+      mask[:real] = 1
+      batch['mask'] = mask
+      yield batch
+
+
+def eval_batches(source, *, global_batch_size: int, process_index: int = 0,
+                 process_count: int = 1) -> EvalBatches:
+  """See `EvalBatches`: {'image', 'label', 'mask' float32 (b,)} batches."""
+  return EvalBatches(source, global_batch_size=global_batch_size,
+                     process_index=process_index, process_count=process_count)

@@ -1,0 +1,36 @@
+"""Shared pytest fixtures. Keep this small: each test file owns its own setup."""
+
+import os
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def find_shared_data() -> pathlib.Path | None:
+  """The offline raw data: <repo>/../shared/data, else $DEEPL_SHARED_DATA."""
+  for candidate in (REPO_ROOT.parent / 'shared' / 'data',
+                    os.environ.get('DEEPL_SHARED_DATA')):
+    if candidate and pathlib.Path(candidate).is_dir():
+      return pathlib.Path(candidate)
+  return None
+
+
+@pytest.fixture(scope='session')
+def shared_data() -> pathlib.Path:
+  """Skips (locally) or fails (CI=true) when the offline data is absent."""
+  path = find_shared_data()
+  if path is None:
+    reason = ('offline data not found: expected ../shared/data next to the '
+              'repo or $DEEPL_SHARED_DATA')
+    if os.environ.get('CI', '').lower() == 'true':
+      pytest.fail(reason)
+    pytest.skip(reason)
+  return path
+
+
+@pytest.fixture(scope='session')
+def tfds_data_dir(tmp_path_factory) -> pathlib.Path:
+  """A fresh TFDS data_dir for the session, so tests never read ~/ or the net."""
+  return tmp_path_factory.mktemp('tensorflow_datasets')
