@@ -1,0 +1,17 @@
+"""Tasks: what differs between kinds of problem — loss, metrics, batch spec.
+
+A task turns (model, batch) into a loss and metric sums; the one train loop in
+`deepl.train` does everything else.
+"""
+
+from deepl.config import suggest
+from deepl.errors import UserError
+from deepl.tasks.classification import ClassificationTask
+
+_TASKS = {'classification': ClassificationTask}
+
+
+def get(name: str):
+  if name not in _TASKS:
+    raise UserError(f"unknown task '{name}'{suggest(name, _TASKS)}; known: {', '.join(_TASKS)}")
+  return _TASKS[name]

@@ -1,0 +1,98 @@
+"""Orbax checkpoints of the train state, the data iterator and the loop's own
+counters, saved together so a resumed run continues bit for bit.
+
+Async saves; the last `keep` are kept, plus optionally the best by an eval
+metric. A latest checkpoint that cannot be read (a crash mid-write, a damaged
+disk) is moved aside with a warning and the previous one is used; one whose
+arrays have other shapes than the model's is a user error (wrong workdir).
+"""
+
+import os
+import shutil
+import sys
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from deepl.errors import UserError
+
+
+def _warn(message: str) -> None:
+  print(f'deepl: warning: {message}', file=sys.stderr)
+
+
+class Checkpointer:
+
+  def __init__(self, directory: str, *, keep: int, best_metric: str = '',
+               best_mode: str = 'max'):
+    self.directory = os.path.abspath(directory)
+    policies = [ocp.checkpoint_managers.LatestN(keep)]
+    if best_metric:
+      policies.append(ocp.checkpoint_managers.BestN(
+          get_metric_fn=lambda m: m[best_metric], reverse=best_mode == 'min', n=1,
+          keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self):
+    return self._manager.latest_step()
+
+  def save(self, step: int, state, data_iterator, loop_state: dict, metrics=None):
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iterator),
+        loop=ocp.args.JsonSave(loop_state))
+    self._manager.save(step, args=args, metrics=metrics, force=True)
+
+  def restore_latest(self, abstract_state, data_iterator):
+    """(step, state, loop_state) of the newest readable checkpoint, or None.
+
+    `data_iterator` is restored in place.
+    """
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      self._check_shapes(step, abstract_state)
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(data_iterator),
+            loop=ocp.args.JsonRestore()))
+      except Exception as err:  # pylint: disable=broad-except
+        self._quarantine(step, err)
+        continue
+      return step, restored.state, restored.loop
+    return None
+
+  def _check_shapes(self, step, abstract_state):
+    try:
+      meta = self._manager.item_metadata(step)['state']
+      saved = {jax.tree_util.keystr(p): tuple(m.shape)
+               for p, m in jax.tree_util.tree_leaves_with_path(meta)}
+    except Exception:  # pylint: disable=broad-except
+      return  # unreadable metadata: restore() fails and quarantines it
+    wanted = {jax.tree_util.keystr(p): tuple(x.shape)
+              for p, x in jax.tree_util.tree_leaves_with_path(abstract_state)}
+    if saved != wanted:
+      diff = sorted(set(saved.items()) ^ set(wanted.items()))[0][0]
+      raise UserError(
+          f'{self.directory} holds a checkpoint of a different model (first '
+          f'difference at {diff}): use a new --workdir, or the config that wrote it')
+
+  def _quarantine(self, step, err):
+    aside = os.path.join(os.path.dirname(self.directory), 'corrupt_checkpoints', str(step))
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    _warn(f'checkpoint {step} is unreadable ({first_line}); moved it to {aside} '
+          'and using the previous one')
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(aside), exist_ok=True)
+      shutil.rmtree(aside, ignore_errors=True)
+      shutil.move(os.path.join(self.directory, str(step)), aside)
+    self._manager.reload()
+
+  def wait(self):
+    self._manager.wait_until_finished()
+
+  def close(self):
+    self._manager.close()

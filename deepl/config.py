@@ -1,0 +1,135 @@
+"""Every config key the code reads, with its default, in one place.
+
+`default_config()` is also the embedded default experiment (a CNN on
+scikit-learn's bundled 8x8 digits): `deepl train` with no --config runs it,
+offline, in well under a minute. Experiment files start from it and change
+what they need, so every key an override can name exists.
+"""
+
+import difflib
+import json
+
+from ml_collections import config_dict
+
+from deepl.errors import UserError
+
+PARALLEL_MODES = ('jit', 'pmap')
+
+
+def default_config() -> config_dict.ConfigDict:
+  c = config_dict.ConfigDict()
+  c.seed = 0
+  # Which of `deepl.models.names()`; every other key is a field of that model
+  # (e.g. `dtype`); `num_classes` comes from the data set unless given.
+  c.model = config_dict.ConfigDict({'name': 'cnn'})
+  c.task = 'classification'
+
+  c.data = config_dict.ConfigDict()
+  c.data.name = 'digits'                          # the TFDS name
+  c.data.data_dir = config_dict.placeholder(str)  # None: TFDS's default
+  c.data.manual_dir = config_dict.placeholder(str)  # offline raw files
+  c.data.augment = 'none'                         # 'none' | 'crop_flip'
+
+  c.train = config_dict.ConfigDict()
+  c.train.batch_size = 64          # global, over all processes and devices
+  c.train.num_steps = 600
+  c.train.log_every_steps = 50
+
+  c.optim = config_dict.ConfigDict()
+  c.optim.name = 'sgd'
+  c.optim.lr = 0.05
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+  c.optim.weight_decay = 0.0
+  c.optim.schedule = 'warmup_cosine'
+  c.optim.warmup_steps = 50
+  c.optim.step_boundaries = (0.5, 0.75)
+  c.optim.step_factor = 0.1
+  c.optim.end_lr_ratio = 0.0
+  c.optim.clip_norm = 0.0
+  c.optim.accum_steps = 1
+
+  c.eval = config_dict.ConfigDict()
+  c.eval.every_steps = 200
+  c.eval.batch_size = 0            # 0: the train batch size
+
+  c.checkpoint = config_dict.ConfigDict()
+  c.checkpoint.every_steps = 200
+  c.checkpoint.keep = 3
+  c.checkpoint.best_metric = ''    # e.g. 'accuracy': also keep the best eval
+  c.checkpoint.best_mode = 'max'   # 'max' | 'min'
+
+  c.parallel = 'jit'
+  return c
+
+
+def get_config(arg=None) -> config_dict.ConfigDict:
+  """This file is itself an experiment file: the embedded default."""
+  del arg
+  return default_config()
+
+
+def _flatten(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    key = f'{prefix}{k}'
+    if isinstance(v, (config_dict.ConfigDict, dict)) and key != 'model':
+      out.update(_flatten(v, key + '.'))
+    else:
+      out[key] = v
+  return out
+
+
+def suggest(word: str, choices) -> str:
+  """' — did you mean 'x'?' or '' : the tail of an error message."""
+  close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+  return f" — did you mean '{close[0]}'?" if close else ''
+
+
+def validate(config: config_dict.ConfigDict) -> None:
+  """Raises UserError naming the first bad key and how to fix it."""
+  defaults = _flatten(default_config())
+  given = _flatten(config)
+  for key, value in given.items():
+    if key not in defaults:
+      raise UserError(f"unknown config key '{key}'{suggest(key, defaults)}")
+    default = defaults[key]
+    if default is not None and value is not None and not _same_type(default, value):
+      raise UserError(
+          f"config.{key}={value!r} has type {type(value).__name__}; "
+          f"expected {type(default).__name__} (like the default {default!r})")
+  if not isinstance(config.model.get('name'), str):
+    raise UserError("config.model.name must be a model name, e.g. 'cnn'")
+  positive = ('train.batch_size', 'train.num_steps', 'train.log_every_steps',
+              'eval.every_steps', 'checkpoint.every_steps', 'checkpoint.keep')
+  for key in positive:
+    if given[key] <= 0:
+      raise UserError(f'config.{key}={given[key]} must be a positive integer')
+  if config.eval.batch_size < 0:
+    raise UserError('config.eval.batch_size must be >= 0 (0 means the train batch size)')
+  if config.parallel not in PARALLEL_MODES:
+    raise UserError(f"config.parallel='{config.parallel}' is unknown"
+                    f"{suggest(config.parallel, PARALLEL_MODES)}; choose 'jit' or 'pmap'")
+  if config.checkpoint.best_mode not in ('max', 'min'):
+    raise UserError("config.checkpoint.best_mode must be 'max' or 'min'")
+
+
+def _same_type(default, value) -> bool:
+  if isinstance(default, bool) or isinstance(value, bool):
+    return isinstance(default, bool) and isinstance(value, bool)
+  if isinstance(default, float):
+    return isinstance(value, (int, float))
+  if isinstance(default, (tuple, list)):
+    return isinstance(value, (tuple, list))
+  return isinstance(value, type(default))
+
+
+def model_kwargs(config: config_dict.ConfigDict) -> dict:
+  return {k: v for k, v in config.model.items() if k != 'name'}
+
+
+def to_json(config: config_dict.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)

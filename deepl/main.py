@@ -1,0 +1,113 @@
+"""The `deepl` command line: parse flags, then hand over to the train loop.
+
+  deepl train --config=experiments/mnist_cnn.py[:variant] --workdir=runs/mnist \
+      [--config.optim.lr=0.1 ...]
+
+`python -m deepl.main ...` is the same. Without --config the embedded default
+experiment (a CNN on scikit-learn's 8x8 digits) runs. Bad input ends with one
+line on stderr and exit code 2.
+"""
+
+import os
+import sys
+
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from deepl import config as config_lib
+from deepl.errors import UserError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    'config', None, 'Experiment file defining get_config(arg=None); '
+    '`file.py:arg` selects a variant.', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and the '
+                    'resolved config go. Default: runs/<experiment name>.')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, '
+                    'for multi-process runs outside TPU/SLURM auto-detection.')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-process runs).')
+flags.DEFINE_integer('process_id', None, 'This process\'s index (multi-process runs).')
+
+COMMANDS = ('train',)
+
+
+def _fail(message: str) -> None:
+  print(f'deepl: error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _config_path(argv):
+  for arg in argv:
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1].split(':', 1)[0]
+  return None
+
+
+def _explain_flag_error(err: Exception, argv) -> str:
+  """One readable line for what config_flags raises while loading a config."""
+  path = _config_path(argv)
+  text = str(err)
+  if path and not os.path.isfile(path):
+    return f'config file {path} does not exist: pass --config=path/to/experiment.py'
+  if "no attribute 'get_config'" in text:
+    return f'{path} defines no get_config(): an experiment file must define get_config(arg=None)'
+  defaults = config_lib._flatten(config_lib.default_config())
+  for arg in argv:
+    if arg.startswith('--config.'):
+      key = arg[len('--config.'):].split('=', 1)[0]
+      if key not in defaults and not key.startswith('model.'):
+        return f"unknown config key '{key}'{config_lib.suggest(key, defaults)}"
+      if key.startswith('model.') and key.split('.', 1)[1] in text:
+        return (f"this experiment sets no '{key}': add it to the experiment's "
+                'get_config() (model keys are the model\'s fields)')
+  first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+  return first.strip('\'"\\')
+
+
+def parse(argv):
+  """Parses flags; returns (command, config, workdir)."""
+  args = list(argv[1:])
+  command = 'train'
+  if args and not args[0].startswith('-'):
+    command = args.pop(0)
+    if command not in COMMANDS:
+      _fail(f"unknown command '{command}'{config_lib.suggest(command, COMMANDS)}; "
+            f"commands: {', '.join(COMMANDS)}")
+  if _config_path(args) is None:  # the embedded default experiment
+    args.insert(0, f'--config={config_lib.__file__}')
+  argv = [argv[0]] + args
+  try:
+    FLAGS(argv)
+    config = FLAGS.config
+    config.to_dict()  # config_flags defers load errors to the first access
+  except flags.Error as err:
+    _fail(_explain_flag_error(err, argv) if 'config' in str(err) else str(err))
+  except (OSError, AttributeError, KeyError, TypeError, ValueError, SyntaxError,
+          ImportError) as err:
+    _fail(_explain_flag_error(err, argv))
+  path = _config_path(argv)
+  name = 'digits_cnn' if path == config_lib.__file__ else os.path.splitext(os.path.basename(path))[0]
+  workdir = FLAGS.workdir or os.path.join('runs', name)
+  return command, config, workdir
+
+
+def run(argv=None):
+  argv = sys.argv if argv is None else argv
+  command, config, workdir = parse(argv)
+  logging.set_verbosity(logging.WARNING)
+  try:
+    config_lib.validate(config)
+    if FLAGS.coordinator_address or FLAGS.num_processes:
+      import jax  # pylint: disable=g-import-not-at-top
+      jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                                 FLAGS.process_id)
+    from deepl import train  # pylint: disable=g-import-not-at-top
+    if command == 'train':
+      train.train_and_evaluate(config, workdir)
+  except UserError as err:
+    _fail(str(err))
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,30 @@
+"""CIFAR-10 with ResNet-20 (He et al. 2016), random crop + flip.
+
+  deepl train --config=experiments/cifar10_resnet20.py --workdir=runs/cifar10_resnet20
+  # offline, from the 4,000/1,000-image subset of real CIFAR-10 images:
+  deepl train --config=experiments/cifar10_resnet20.py --workdir=runs/cifar10_resnet20 \
+      --config.data.manual_dir=../shared/data/cifar10_subset
+
+Measured here (2 CPU cores, the offline subset): RESULT_CIFAR
+"""
+
+from deepl.config import default_config
+
+
+def get_config(arg=None):
+  del arg
+  c = default_config()
+  c.model.name = 'resnet20'
+  c.data.name = 'cifar10'
+  c.data.augment = 'crop_flip'
+  c.train.batch_size = 128
+  c.train.num_steps = 1500
+  c.train.log_every_steps = 50
+  c.optim.lr = 0.1
+  c.optim.nesterov = True
+  c.optim.weight_decay = 5e-4
+  c.optim.warmup_steps = 100
+  c.eval.every_steps = 500
+  c.eval.batch_size = 500
+  c.checkpoint.every_steps = 500
+  return c

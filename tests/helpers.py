@@ -1,0 +1,26 @@
+"""Running the real `deepl` command line from tests."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXPERIMENTS = ROOT / 'experiments'
+
+
+def env_for(devices: int | None = None, **extra) -> dict:
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT))
+  env.pop('XLA_FLAGS', None)
+  if devices:
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env.update(extra)
+  return env
+
+
+def deepl(*args, devices: int | None = None, timeout: float = 300, command: str = 'train',
+          **popen):
+  """`deepl <command> args...` in a fresh interpreter; returns CompletedProcess."""
+  return subprocess.run([sys.executable, '-m', 'deepl.main', command, *args],
+                        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                        env=env_for(devices), **popen)

@@ -1,0 +1,155 @@
+"""Bad input: one line naming the problem and the fix, exit code 2, no
+traceback, and no existing checkpoint touched."""
+
+import hashlib
+import os
+import pathlib
+import stat
+import textwrap
+
+import pytest
+
+from tests import helpers
+
+
+def _assert_user_error(result, *needles):
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert result.returncode == 2, result.stderr
+  assert 'Traceback' not in result.stderr, result.stderr
+  errors = [l for l in lines if l.startswith('deepl: error:')]
+  assert len(errors) == 1, result.stderr
+  for needle in needles:
+    assert needle.lower() in errors[0].lower(), errors[0]
+
+
+def _tree_digest(path: pathlib.Path) -> str:
+  h = hashlib.sha256()
+  for p in sorted(path.rglob('*')):
+    if p.is_file():
+      h.update(str(p.relative_to(path)).encode())
+      h.update(p.read_bytes())
+  return h.hexdigest()
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory, tfds_data_dir):
+  """A short finished digits run whose checkpoints the bad inputs must not touch."""
+  workdir = tmp_path_factory.mktemp('finished') / 'run'
+  result = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
+                         '--config.train.num_steps=4', '--config.eval.every_steps=4',
+                         '--config.checkpoint.every_steps=4')
+  assert result.returncode == 0, result.stderr
+  return workdir
+
+
+def test_missing_config_file(tmp_path):
+  _assert_user_error(helpers.deepl(f'--config={tmp_path}/nope.py'), 'does not exist')
+
+
+def test_config_without_get_config(tmp_path):
+  path = tmp_path / 'exp.py'
+  path.write_text('x = 1\n')
+  _assert_user_error(helpers.deepl(f'--config={path}'), 'get_config')
+
+
+def test_mistyped_key_suggests(tmp_path):
+  _assert_user_error(helpers.deepl(f'--config={helpers.EXPERIMENTS}/digits_cnn.py',
+                                   '--config.train.batch_sise=32'),
+                     "'train.batch_sise'", "did you mean 'train.batch_size'")
+
+
+def test_unknown_key_in_experiment_file(tmp_path):
+  path = tmp_path / 'exp.py'
+  path.write_text(textwrap.dedent('''
+      from deepl.config import default_config
+      def get_config(arg=None):
+        c = default_config()
+        c.optim.learning_rate = 0.1
+        return c
+  '''))
+  _assert_user_error(helpers.deepl(f'--config={path}'), "'optim.learning_rate'")
+
+
+def test_wrong_type():
+  _assert_user_error(helpers.deepl('--config.train.batch_size=abc'), 'batch_size')
+
+
+@pytest.mark.parametrize('override,needle', [
+    ('--config.train.batch_size=0', 'train.batch_size=0'),
+    ('--config.train.num_steps=-5', 'train.num_steps=-5'),
+    ('--config.parallel=pmapp', "did you mean 'pmap'"),
+])
+def test_bad_values(override, needle):
+  _assert_user_error(helpers.deepl(override), needle)
+
+
+@pytest.mark.parametrize('override,needle', [
+    ('--config.model.name=resnet2', "did you mean 'resnet20'"),
+    ('--config.data.name=mnits', "did you mean 'mnist'"),
+    ('--config.optim.name=adamm', "did you mean 'adamw'"),
+])
+def test_unknown_names(tmp_path, tfds_data_dir, override, needle):
+  _assert_user_error(helpers.deepl(override, f'--workdir={tmp_path}/w',
+                                   f'--config.data.data_dir={tfds_data_dir}'), needle)
+
+
+def test_batch_not_divisible_by_devices(tmp_path, tfds_data_dir):
+  result = helpers.deepl('--config.train.batch_size=30', f'--workdir={tmp_path}/w',
+                         f'--config.data.data_dir={tfds_data_dir}', devices=4)
+  _assert_user_error(result, 'batch_size=30', '4 devices')
+
+
+def test_manual_dir_without_files(tmp_path):
+  result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/mnist_cnn.py',
+                         f'--workdir={tmp_path}/w', f'--config.data.manual_dir={tmp_path}',
+                         f'--config.data.data_dir={tmp_path}/tfds')
+  _assert_user_error(result, str(tmp_path))
+
+
+def test_manual_dir_with_wrong_checksum(tmp_path, shared_data):
+  manual = tmp_path / 'mnist'
+  manual.mkdir()
+  for f in (shared_data / 'mnist').glob('*.gz'):
+    (manual / f.name).write_bytes(f.read_bytes())
+  bad = manual / 't10k-labels-idx1-ubyte.gz'
+  data = bytearray(bad.read_bytes())
+  data[100] ^= 0xFF
+  bad.write_bytes(bytes(data))
+  result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/mnist_cnn.py',
+                         f'--workdir={tmp_path}/w', f'--config.data.manual_dir={manual}',
+                         f'--config.data.data_dir={tmp_path}/tfds')
+  _assert_user_error(result, 'has sha256', 'expected f7ae60f92e00')
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root can write anywhere')
+def test_unwritable_workdir_as_user(tmp_path):
+  parent = tmp_path / 'ro'
+  parent.mkdir()
+  parent.chmod(stat.S_IRUSR | stat.S_IXUSR)
+  _assert_user_error(helpers.deepl(f'--workdir={parent}/run'), 'cannot write')
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')  # unwritable for root too
+  _assert_user_error(helpers.deepl(f'--workdir={blocker}/run'), 'cannot write', str(blocker))
+
+
+def test_workdir_of_a_different_model(finished_run, tfds_data_dir):
+  before = _tree_digest(finished_run)
+  result = helpers.deepl(f'--workdir={finished_run}', f'--config.data.data_dir={tfds_data_dir}',
+                         '--config.model.name=resnet20')
+  _assert_user_error(result, 'model', '--workdir')
+  assert _tree_digest(finished_run) == before
+
+
+def test_checkpoint_of_a_different_shape(finished_run, tfds_data_dir, tmp_path):
+  """config.json edited away: the saved array shapes still give it away."""
+  copy = tmp_path / 'copy'
+  os.system(f'cp -r {finished_run} {copy}')
+  (copy / 'config.json').unlink()
+  before = _tree_digest(copy / 'checkpoints')
+  result = helpers.deepl(f'--workdir={copy}', f'--config.data.data_dir={tfds_data_dir}',
+                         '--config.model.name=resnet20')
+  _assert_user_error(result, 'different model')
+  assert _tree_digest(copy / 'checkpoints') == before

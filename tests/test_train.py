@@ -1,0 +1,236 @@
+"""The train loop end to end, through the real command line: runs on real
+data, resume after kill -9 / SIGTERM / a damaged checkpoint, jit vs pmap vs one
+device, and two processes against one."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from tests import helpers
+
+TIMING_KEYS = ('steps_per_sec', 'examples_per_sec')
+
+
+def rows(workdir, split=None):
+  out = []
+  for line in (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines():
+    row = json.loads(line)
+    if split is None or row['split'] == split:
+      out.append({k: v for k, v in row.items() if k not in TIMING_KEYS})
+  return out
+
+
+def final_state(workdir):
+  ckpt = pathlib.Path(workdir) / 'checkpoints'
+  step = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+  state = ocp.StandardCheckpointer().restore(ckpt / str(step) / 'state')
+  leaves = {}
+  def visit(prefix, node):
+    if isinstance(node, dict):
+      for k, v in node.items():
+        visit(f'{prefix}/{k}', v)
+    else:
+      leaves[prefix] = np.asarray(node)
+  visit('', state)
+  return step, leaves
+
+
+def assert_same_state(a, b):
+  assert a[0] == b[0]
+  assert a[1].keys() == b[1].keys()
+  for k in a[1]:
+    np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=k)
+
+
+# A digits run long enough to be interrupted: 160 steps, a checkpoint every 20.
+RESUME_ARGS = ('--config.train.num_steps=160', '--config.train.log_every_steps=5',
+               '--config.eval.every_steps=40', '--config.checkpoint.every_steps=20',
+               '--config.checkpoint.keep=2')
+
+
+@pytest.fixture(scope='module')
+def reference_run(tmp_path_factory, tfds_data_dir):
+  workdir = tmp_path_factory.mktemp('ref') / 'run'
+  result = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
+                         *RESUME_ARGS)
+  assert result.returncode == 0, result.stderr
+  return workdir
+
+
+def _start(workdir, tfds_data_dir):
+  return subprocess.Popen(
+      [sys.executable, '-m', 'deepl.main', 'train', f'--workdir={workdir}',
+       f'--config.data.data_dir={tfds_data_dir}', *RESUME_ARGS],
+      cwd=helpers.ROOT, env=helpers.env_for(), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(workdir, step, proc, timeout=120):
+  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if proc.poll() is not None:
+      pytest.fail(f'run ended before step {step}: {proc.stderr.read()}')
+    if path.exists() and any(json.loads(l)['step'] >= step
+                             for l in path.read_text().splitlines() if l.strip()):
+      return
+    time.sleep(0.05)
+  pytest.fail(f'no step {step} within {timeout} s')
+
+
+def _finish(workdir, tfds_data_dir):
+  result = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
+                         *RESUME_ARGS)
+  assert result.returncode == 0, result.stderr
+  return result
+
+
+@pytest.mark.parametrize('kill_at', [47, 103])
+def test_kill_9_then_rerun_is_bitwise_identical(reference_run, tfds_data_dir, tmp_path, kill_at):
+  workdir = tmp_path / 'run'
+  proc = _start(workdir, tfds_data_dir)
+  _wait_for_step(workdir, kill_at, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  result = _finish(workdir, tfds_data_dir)
+  assert 'resuming from step' in result.stdout
+  assert rows(workdir) == rows(reference_run)
+  assert_same_state(final_state(workdir), final_state(reference_run))
+
+
+def test_sigterm_saves_and_exits_cleanly(reference_run, tfds_data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  proc = _start(workdir, tfds_data_dir)
+  _wait_for_step(workdir, 33, proc)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err
+  assert 'rerun the same command to resume' in out
+  stopped = int(out.split('stopped at step ')[1].split(';')[0])
+  assert stopped % 20, 'the test wants a stop between two periodic checkpoints'
+  assert (workdir / 'checkpoints' / str(stopped)).is_dir()
+  result = _finish(workdir, tfds_data_dir)
+  assert f'resuming from step {stopped}' in result.stdout
+  assert rows(workdir) == rows(reference_run)
+  assert_same_state(final_state(workdir), final_state(reference_run))
+
+
+def test_damaged_latest_checkpoint_falls_back(reference_run, tfds_data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(reference_run, workdir)
+  latest = workdir / 'checkpoints' / '160'
+  for f in (latest / 'state').rglob('*'):
+    if f.is_file() and f.stat().st_size > 0:
+      f.write_bytes(b'\0garbage' * 8)
+  result = _finish(workdir, tfds_data_dir)
+  assert 'checkpoint 160 is unreadable' in result.stderr
+  assert 'resuming from step 140' in result.stdout
+  assert (workdir / 'corrupt_checkpoints' / '160').is_dir()
+  assert rows(workdir) == rows(reference_run)
+  assert_same_state(final_state(workdir), final_state(reference_run))
+
+
+def test_finished_run_rerun_reports_and_keeps_everything(reference_run, tfds_data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(reference_run, workdir)
+  result = _finish(workdir, tfds_data_dir)
+  assert 'test accuracy' in result.stdout
+  assert rows(workdir) == rows(reference_run)
+
+
+def test_outputs_of_a_run(reference_run):
+  config = json.loads((reference_run / 'config.json').read_text())
+  assert config['train']['num_steps'] == 160 and config['model']['name'] == 'cnn'
+  train = rows(reference_run, 'train')
+  assert [r['step'] for r in train] == list(range(5, 161, 5))
+  assert train[-1]['loss'] < train[0]['loss']
+  test = rows(reference_run, 'test')
+  assert [r['step'] for r in test] == [40, 80, 120, 160]
+  assert set(test[0]) == {'step', 'split', 'loss', 'accuracy'}
+  raw = json.loads((reference_run / 'metrics.jsonl').read_text().splitlines()[1])
+  assert raw['steps_per_sec'] > 0 and raw['examples_per_sec'] == pytest.approx(
+      raw['steps_per_sec'] * 64)
+  assert list((reference_run / 'tensorboard').glob('events.out.tfevents.*'))
+  kept = sorted(int(p.name) for p in (reference_run / 'checkpoints').iterdir()
+                if p.name.isdigit())
+  assert kept == [140, 160]
+
+
+def test_mnist_end_to_end_on_the_real_files(tfds_data_dir, shared_data, tmp_path):
+  workdir = tmp_path / 'mnist'
+  result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/mnist_cnn.py', f'--workdir={workdir}',
+                         f'--config.data.data_dir={tfds_data_dir}',
+                         f'--config.data.manual_dir={shared_data}/mnist',
+                         '--config.train.num_steps=60', '--config.train.log_every_steps=20',
+                         '--config.optim.warmup_steps=10',
+                         '--config.eval.every_steps=60', '--config.eval.batch_size=2000')
+  assert result.returncode == 0, result.stderr
+  assert 'test accuracy' in result.stdout and str(workdir) in result.stdout
+  test = rows(workdir, 'test')
+  assert test[-1]['step'] == 60 and test[-1]['accuracy'] > 0.85
+
+
+EQUIVALENCE_ARGS = ('--config.train.num_steps=12', '--config.train.log_every_steps=1',
+                    '--config.eval.every_steps=12', '--config.checkpoint.every_steps=12',
+                    '--config.train.batch_size=32')
+
+
+def test_jit_sharded_pmap_and_one_device_agree(tfds_data_dir, tmp_path):
+  losses = {}
+  for name, devices, mode in [('one', None, 'jit'), ('jit4', 4, 'jit'), ('pmap4', 4, 'pmap')]:
+    workdir = tmp_path / name
+    result = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
+                           f'--config.parallel={mode}', *EQUIVALENCE_ARGS, devices=devices)
+    assert result.returncode == 0, result.stderr
+    assert f'{devices or 1} cpu device(s), parallel={mode}' in result.stdout
+    losses[name] = np.array([r['loss'] for r in rows(workdir, 'train')])
+  assert len(losses['one']) == 12
+  np.testing.assert_allclose(losses['jit4'], losses['one'], rtol=2e-5)
+  np.testing.assert_allclose(losses['pmap4'], losses['one'], rtol=2e-5)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tfds_data_dir, tmp_path):
+  args = (f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=30',
+          '--config.train.log_every_steps=1', '--config.eval.every_steps=30',
+          '--config.checkpoint.every_steps=15', '--config.train.batch_size=32')
+  single = tmp_path / 'single'
+  result = helpers.deepl(f'--workdir={single}', *args)
+  assert result.returncode == 0, result.stderr
+
+  multi = tmp_path / 'multi'
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'deepl.main', 'train', f'--workdir={multi}', *args,
+       f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
+      cwd=helpers.ROOT, env=helpers.env_for(), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=240) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err
+  assert '2 cpu device(s)' in outs[0][0]
+  one = np.array([r['loss'] for r in rows(single, 'train')])
+  two = np.array([r['loss'] for r in rows(multi, 'train')])
+  assert len(one) == len(two) == 30
+  np.testing.assert_allclose(two, one, rtol=2e-5)
+  assert rows(multi, 'test')[-1]['accuracy'] == pytest.approx(
+      rows(single, 'test')[-1]['accuracy'], abs=1e-6)
