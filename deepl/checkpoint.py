@@ -22,6 +22,11 @@ def _warn(message: str) -> None:
   print(f'deepl: warning: {message}', file=sys.stderr)
 
 
+def _shapes(tree) -> dict:
+  return {jax.tree_util.keystr(path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
 class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int, best_metric: str = '',
@@ -66,19 +71,19 @@ class Checkpointer:
     return None
 
   def _check_shapes(self, step, abstract_state):
+    """Raises UserError if the saved params are not this model's."""
     try:
-      meta = self._manager.item_metadata(step)['state']
-      saved = {jax.tree_util.keystr(p): tuple(m.shape)
-               for p, m in jax.tree_util.tree_leaves_with_path(meta)}
+      meta = ocp.StandardCheckpointer().metadata(
+          os.path.join(self.directory, str(step), 'state')).item_metadata['params']
+      saved = _shapes(meta)
     except Exception:  # pylint: disable=broad-except
       return  # unreadable metadata: restore() fails and quarantines it
-    wanted = {jax.tree_util.keystr(p): tuple(x.shape)
-              for p, x in jax.tree_util.tree_leaves_with_path(abstract_state)}
+    wanted = _shapes(abstract_state.params)
     if saved != wanted:
       diff = sorted(set(saved.items()) ^ set(wanted.items()))[0][0]
       raise UserError(
           f'{self.directory} holds a checkpoint of a different model (first '
-          f'difference at {diff}): use a new --workdir, or the config that wrote it')
+          f'difference at params{diff}): use a new --workdir, or the config that wrote it')
 
   def _quarantine(self, step, err):
     aside = os.path.join(os.path.dirname(self.directory), 'corrupt_checkpoints', str(step))

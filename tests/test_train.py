@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -34,15 +35,8 @@ def final_state(workdir):
   ckpt = pathlib.Path(workdir) / 'checkpoints'
   step = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
   state = ocp.StandardCheckpointer().restore(ckpt / str(step) / 'state')
-  leaves = {}
-  def visit(prefix, node):
-    if isinstance(node, dict):
-      for k, v in node.items():
-        visit(f'{prefix}/{k}', v)
-    else:
-      leaves[prefix] = np.asarray(node)
-  visit('', state)
-  return step, leaves
+  return step, {jax.tree_util.keystr(path): np.asarray(leaf)
+                for path, leaf in jax.tree_util.tree_leaves_with_path(state)}
 
 
 def assert_same_state(a, b):

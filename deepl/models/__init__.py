@@ -1,0 +1,84 @@
+"""Models by name: a plain dict from name to flax.linen Module class.
+
+  from deepl import models
+  model = models.build('resnet20', num_classes=100, dtype='bfloat16')
+
+Every Module's configurable fields are its dataclass fields, so a config can
+set any of them and a typo is caught here with a suggestion, before any JAX
+code runs. A new family registers by adding its classes to `MODELS`.
+
+The model files themselves import only jax/flax/numpy and can be used without
+this registry; only this file knows about `UserError`.
+"""
+
+import dataclasses
+import difflib
+
+from deepl.errors import UserError
+from deepl.models import cnn
+from deepl.models import resnet
+
+MODELS = {
+    'cnn': cnn.CNN,
+    'resnet18': resnet.ResNet18,
+    'resnet34': resnet.ResNet34,
+    'resnet50': resnet.ResNet50,
+    'resnet20': resnet.ResNet20,
+    'resnet56': resnet.ResNet56,
+}
+
+# Fields every flax Module has that describe its place in a module tree, not
+# the model.
+_FLAX_INTERNAL_FIELDS = frozenset({'parent', 'name'})
+
+
+def names() -> list[str]:
+  """The registered model names, sorted."""
+  return sorted(MODELS)
+
+
+def get(name: str) -> type:
+  """The Module class registered as `name`; UserError if there is none."""
+  if name not in MODELS:
+    raise UserError(f'unknown model {name!r}{_did_you_mean(name, MODELS)} '
+                    f'known: {", ".join(names())}')
+  return MODELS[name]
+
+
+def field_names(name: str) -> list[str]:
+  """The fields of model `name` that a config may set, in declaration order."""
+  return [f.name for f in _fields(get(name))]
+
+
+def build(name: str, **kwargs):
+  """An instance of model `name` with `kwargs` as its fields.
+
+  Raises:
+    UserError: for an unknown model, an unknown field, or a required field
+      without a value.
+  """
+  cls = get(name)
+  fields = _fields(cls)
+  known = [f.name for f in fields]
+  for key in kwargs:
+    if key not in known:
+      raise UserError(
+          f'unknown field {key!r} for model {name!r}'
+          f'{_did_you_mean(key, known)} fields: {", ".join(known)}')
+  missing = [f.name for f in fields if f.name not in kwargs and
+             f.default is dataclasses.MISSING and
+             f.default_factory is dataclasses.MISSING]
+  if missing:
+    raise UserError(f'model {name!r} needs a value for: {", ".join(missing)}')
+  return cls(**kwargs)
+
+
+def _fields(cls) -> list[dataclasses.Field]:
+  return [f for f in dataclasses.fields(cls)
+          if f.init and f.name not in _FLAX_INTERNAL_FIELDS]
+
+
+def _did_you_mean(word: str, choices) -> str:
+  """' — did you mean 'x'?' for the closest choice, else ';'."""
+  close = difflib.get_close_matches(word, list(choices), n=1)
+  return f' — did you mean {close[0]!r}?' if close else ';'
