@@ -22,22 +22,29 @@ def default_config() -> config_dict.ConfigDict:
   # Which of `deepl.models.names()`; every other key is a field of that model
   # (e.g. `dtype`); `num_classes` comes from the data set unless given.
   c.model = config_dict.ConfigDict({'name': 'cnn'})
-  c.task = 'classification'
+  c.task = 'classification'         # 'classification' | 'causal_lm'
 
   c.data = config_dict.ConfigDict()
   c.data.name = 'digits'                          # the TFDS name
   c.data.data_dir = config_dict.placeholder(str)  # None: TFDS's default
   c.data.manual_dir = config_dict.placeholder(str)  # offline raw files
-  c.data.augment = 'none'                         # 'none' | 'crop_flip'
+  c.data.augment = 'none'              # images: 'none' | 'crop' | 'crop_flip'
+  # Text: the tokenizer is built from the train split on the first run and
+  # saved in workdir/tokenizer, so eval, resumes and sampling reuse it.
+  c.data.tokenizer = 'char'            # 'char' | 'word' | 'sentencepiece'
+  c.data.vocab_size = 8000             # sentencepiece only
+  c.data.min_count = 1                 # word only: rarer words become <unk>
+  c.data.max_length = 64               # classification: tokens per example
+  c.data.context = 128                 # causal LM: tokens per training window
 
   c.train = config_dict.ConfigDict()
   c.train.batch_size = 64          # global, over all processes and devices
-  c.train.num_steps = 600
+  c.train.num_steps = 1500
   c.train.log_every_steps = 50
 
   c.optim = config_dict.ConfigDict()
   c.optim.name = 'sgd'
-  c.optim.lr = 0.05
+  c.optim.lr = 0.1
   c.optim.momentum = 0.9
   c.optim.nesterov = False
   c.optim.b1 = 0.9
@@ -53,11 +60,11 @@ def default_config() -> config_dict.ConfigDict:
   c.optim.accum_steps = 1
 
   c.eval = config_dict.ConfigDict()
-  c.eval.every_steps = 200
+  c.eval.every_steps = 500
   c.eval.batch_size = 0            # 0: the train batch size
 
   c.checkpoint = config_dict.ConfigDict()
-  c.checkpoint.every_steps = 200
+  c.checkpoint.every_steps = 500
   c.checkpoint.keep = 3
   c.checkpoint.best_metric = ''    # e.g. 'accuracy': also keep the best eval
   c.checkpoint.best_mode = 'max'   # 'max' | 'min'
@@ -70,6 +77,21 @@ def get_config(arg=None) -> config_dict.ConfigDict:
   """This file is itself an experiment file: the embedded default."""
   del arg
   return default_config()
+
+
+def sibling_config(this_file: str, name: str, arg=None) -> config_dict.ConfigDict:
+  """get_config(arg) of experiments/<name>.py next to `this_file`.
+
+  Lets a variant experiment reuse another one's config; experiment files are
+  loaded by path (config_flags), not imported as a package.
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.abspath(this_file)), f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'deepl_experiment_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
 
 
 def _flatten(d, prefix=''):
@@ -104,7 +126,8 @@ def validate(config: config_dict.ConfigDict) -> None:
   if not isinstance(config.model.get('name'), str):
     raise UserError("config.model.name must be a model name, e.g. 'cnn'")
   positive = ('train.batch_size', 'train.num_steps', 'train.log_every_steps',
-              'eval.every_steps', 'checkpoint.every_steps', 'checkpoint.keep')
+              'eval.every_steps', 'checkpoint.every_steps', 'checkpoint.keep',
+              'data.vocab_size', 'data.min_count', 'data.max_length', 'data.context')
   for key in positive:
     if given[key] <= 0:
       raise UserError(f'config.{key}={given[key]} must be a positive integer')

@@ -1,7 +1,9 @@
-"""The `deepl` command line: parse flags, then hand over to the train loop.
+"""The `deepl` command line: parse flags, then hand over.
 
   deepl train --config=experiments/mnist_cnn.py[:variant] --workdir=runs/mnist \
       [--config.optim.lr=0.1 ...]
+  deepl sample --workdir=runs/shakespeare_lstm --prompt="ROMEO:" --length=500 \
+      [--temperature=0.8 --top_k=40 --top_p=0.9 --seed=0]
 
 `python -m deepl.main ...` is the same. Without --config the embedded default
 experiment (a CNN on scikit-learn's 8x8 digits) runs. Bad input ends with one
@@ -24,12 +26,21 @@ config_flags.DEFINE_config_file(
     '`file.py:arg` selects a variant.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and the '
                     'resolved config go. Default: runs/<experiment name>.')
+flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() with '
+                  'auto-detection (TPU VM slices, SLURM, ...): every host runs the same command.')
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, '
                     'for multi-process runs outside TPU/SLURM auto-detection.')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-process runs).')
 flags.DEFINE_integer('process_id', None, 'This process\'s index (multi-process runs).')
 
-COMMANDS = ('train',)
+flags.DEFINE_string('prompt', None, 'sample: the text to continue.')
+flags.DEFINE_integer('length', 500, 'sample: how many tokens to generate.')
+flags.DEFINE_float('temperature', 1.0, 'sample: softmax temperature (> 0).')
+flags.DEFINE_integer('top_k', 0, 'sample: keep the k most likely tokens (0: all).')
+flags.DEFINE_float('top_p', 1.0, 'sample: nucleus sampling mass (1: off).')
+flags.DEFINE_integer('seed', 0, 'sample: the same seed gives the same text.')
+
+COMMANDS = ('train', 'sample')
 
 
 def _fail(message: str) -> None:
@@ -96,15 +107,23 @@ def run(argv=None):
   argv = sys.argv if argv is None else argv
   command, config, workdir = parse(argv)
   logging.set_verbosity(logging.WARNING)
+  if command == 'sample' and not FLAGS.workdir:
+    _fail('deepl sample needs --workdir=<a language-model run>, e.g. --workdir=runs/shakespeare_lstm')
   try:
     config_lib.validate(config)
-    if FLAGS.coordinator_address or FLAGS.num_processes:
+    if FLAGS.distributed or FLAGS.coordinator_address or FLAGS.num_processes:
       import jax  # pylint: disable=g-import-not-at-top
       jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                  FLAGS.process_id)
+    from deepl import sampling  # pylint: disable=g-import-not-at-top
     from deepl import train  # pylint: disable=g-import-not-at-top
     if command == 'train':
       train.train_and_evaluate(config, workdir)
+    else:
+      print(sampling.sample_text(
+          workdir, prompt=FLAGS.prompt or '', length=FLAGS.length,
+          temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
+          seed=FLAGS.seed))
   except UserError as err:
     _fail(str(err))
 

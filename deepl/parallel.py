@@ -42,7 +42,10 @@ class JitRunner:
   mode = 'jit'
 
   def __init__(self):
-    self.mesh = jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+    # Auto axes: XLA's partitioner propagates the batch sharding through the
+    # step, so model and task code never mention shardings.
+    self.mesh = jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+                              axis_types=(jax.sharding.AxisType.Auto,))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P(DATA_AXIS))
     self.sync_each_step = _on_cpu_with_many_devices()

@@ -8,13 +8,16 @@ Loop. Everything random derives from config.seed; a run stopped at any moment
 the same params and metrics as one that was never stopped.
 """
 
+import dataclasses
 import functools
 import json
 import os
 import signal
 import time
+from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import optax
 
@@ -32,6 +35,53 @@ from deepl.state import TrainState
 # What identifies a run: a workdir whose config.json differs in these belongs
 # to another experiment, and resuming from it would be wrong.
 _IDENTITY_KEYS = ('model', 'task', 'data.name')
+
+
+def make_task(config, dataset, tokenizer=None):
+  """(task, init_task): the task the step runs, and the one to initialise with.
+
+  They differ only under pmap, where BatchNorm averages statistics over the
+  pmap axis, which does not exist outside pmap: init uses the same module
+  minus the axis name (identical parameters).
+  """
+  model_kwargs = config_lib.model_kwargs(config)
+  fields = models.field_names(config.model.name)
+  if 'num_classes' in fields and dataset.num_classes:
+    model_kwargs.setdefault('num_classes', dataset.num_classes)
+  if 'vocab_size' in fields and tokenizer is not None:
+    model_kwargs.setdefault('vocab_size', tokenizer.vocab_size)
+  task_cls = tasks.get(config.task)
+  options = dict(augment=config.data.augment,
+                 tokens_are_chars=tokenizer is not None and config.data.tokenizer == 'char')
+  init_task = task_cls(models.build(config.model.name, **model_kwargs), **options)
+  if config.parallel == 'pmap' and 'bn_axis_name' in fields:
+    model = models.build(config.model.name, **model_kwargs, bn_axis_name=parallel.PMAP_AXIS)
+    return task_cls(model, **options), init_task
+  return init_task, init_task
+
+
+def make_sources(config, dataset, workdir: str):
+  """(splits, tokenizer): random-access sources per split, ready to batch.
+
+  Images are ready as they are. Text is tokenized with the tokenizer saved in
+  workdir/tokenizer, built from the train split on the first run.
+  """
+  if dataset.image_shape is not None:
+    return dataset.splits, None
+  from deepl.data import tokenizers  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, 'tokenizer')
+  if os.path.isdir(path):
+    tokenizer = tokenizers.load(path)
+  else:
+    tokenizer = tokenizers.build(
+        config.data.tokenizer, dataset.texts(dataset.train_split),
+        vocab_size=config.data.vocab_size, min_count=config.data.min_count)
+    if jax.process_index() == 0:
+      tokenizer.save(path)
+  kind = 'lm' if config.task == 'causal_lm' else 'classification'
+  splits = data_lib.text_splits(dataset, tokenizer, kind=kind,
+                                max_length=config.data.max_length, context=config.data.context)
+  return splits, tokenizer
 
 
 def init_state(rng, batch, *, task, tx) -> TrainState:
@@ -120,6 +170,43 @@ class _Preemption:
       signal.signal(sig, handler)
 
 
+def _prepare_dataset(config):
+  """Process 0 prepares first, so hosts sharing a data_dir never race on it."""
+  get = functools.partial(data_lib.get_dataset, config.data.name,
+                          data_dir=config.data.data_dir, manual_dir=config.data.manual_dir)
+  if jax.process_count() == 1:
+    return get()
+  dataset = get() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices('deepl: dataset prepared')
+  return dataset or get()
+
+
+@dataclasses.dataclass
+class Setup:
+  """What a run is made of, before any step: shared by the loop and the tools."""
+  dataset: Any
+  splits: dict          # split name -> random-access source (gather)
+  tokenizer: Any        # None for non-text data
+  task: Any
+  init_task: Any
+  tx: Any
+
+
+def build(config, workdir: str) -> Setup:
+  """Data, tokenizer, task and optimizer for `config` (workdir holds the tokenizer)."""
+  dataset = _prepare_dataset(config)
+  splits, tokenizer = make_sources(config, dataset, workdir)
+  task, init_task = make_task(config, dataset, tokenizer)
+  tx = optim.make_optimizer(config.optim, config.train.num_steps)
+  return Setup(dataset, splits, tokenizer, task, init_task, tx)
+
+
+def initial_state(setup: Setup, config, runner) -> TrainState:
+  init_fn = functools.partial(init_state, task=setup.init_task, tx=setup.tx)
+  example = setup.splits[setup.dataset.train_split].gather(np.zeros(1, np.int64))
+  return runner.init(init_fn, jax.random.PRNGKey(config.seed), example)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains, evaluates and checkpoints; returns the final eval metrics."""
   t_start = time.time()
@@ -128,38 +215,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # --- Workdir ---------------------------------------------------------------
   prepare_workdir(config, workdir)
 
-  # --- Input -----------------------------------------------------------------
+  # --- Input, model, optimizer -----------------------------------------------
   runner = parallel.make_runner(config.parallel)
   batch_size = config.train.batch_size
   eval_batch_size = config.eval.batch_size or batch_size
   parallel.check_batch_size(batch_size, config.parallel)
   parallel.check_batch_size(eval_batch_size, config.parallel, 'eval.batch_size')
-  dataset = data_lib.get_dataset(config.data.name, data_dir=config.data.data_dir,
-                                 manual_dir=config.data.manual_dir)
+  setup = build(config, workdir)
+  dataset, splits, task = setup.dataset, setup.splits, setup.task
   where = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  train_iter = data_lib.train_iterator(dataset.splits[dataset.train_split],
+  train_iter = data_lib.train_iterator(splits[dataset.train_split],
                                        global_batch_size=batch_size, seed=config.seed,
                                        **where)
 
-  # --- Model -----------------------------------------------------------------
-  model_kwargs = config_lib.model_kwargs(config)
-  fields = models.field_names(config.model.name)
-  if 'num_classes' in fields:
-    model_kwargs.setdefault('num_classes', dataset.num_classes)
-  init_model = models.build(config.model.name, **model_kwargs)
-  model = init_model
-  if config.parallel == 'pmap' and 'bn_axis_name' in fields:
-    model = models.build(config.model.name, **model_kwargs, bn_axis_name=parallel.PMAP_AXIS)
-  task_cls = tasks.get(config.task)
-  task = task_cls(model, augment=config.data.augment)
-  tx = optim.make_optimizer(config.optim, config.train.num_steps)
-
   # --- State -----------------------------------------------------------------
-  # BatchNorm with a pmap axis name cannot run outside pmap: initialise with
-  # the same module minus the axis name (identical parameters).
-  init_fn = functools.partial(init_state, task=task_cls(init_model), tx=tx)
-  example = task.example_batch(dataset.image_shape)
-  state = runner.init(init_fn, jax.random.PRNGKey(config.seed), example)
+  state = initial_state(setup, config, runner)
   num_params = sum(x.size for x in jax.tree.leaves(runner.to_saveable(state).params))
 
   # --- Checkpoint ------------------------------------------------------------
@@ -177,19 +247,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
   del restored
 
   # --- Update step -----------------------------------------------------------
-  p_train_step = runner.compile_train(functools.partial(train_step, task=task, tx=tx))
+  p_train_step = runner.compile_train(functools.partial(train_step, task=task, tx=setup.tx))
   p_eval_step = runner.compile_eval(functools.partial(eval_step, task=task))
 
   # --- Evals -----------------------------------------------------------------
   def evaluate(state) -> dict:
     sums = None
-    for batch in data_lib.eval_batches(dataset.splits[dataset.eval_split],
+    for batch in data_lib.eval_batches(splits[dataset.eval_split],
                                        global_batch_size=eval_batch_size, **where):
       out = p_eval_step(state, runner.put_batch(batch))
       if runner.sync_each_step:
         jax.block_until_ready(out)
       sums = metrics_lib.add_sums(sums, out)
-    return metrics_lib.summarize(runner.fetch(sums))
+    return task.summarize(metrics_lib.summarize(runner.fetch(sums)))
 
   # --- Loop ------------------------------------------------------------------
   num_steps = config.train.num_steps
@@ -229,7 +299,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       writer.advance()
 
       if step % config.train.log_every_steps == 0 or step == num_steps:
-        row = metrics_lib.summarize(window_sums())
+        row = task.summarize(metrics_lib.summarize(window_sums()))
         if not np.isfinite(row['loss']):
           raise UserError(f'the train loss became {row["loss"]} by step {step}: lower '
                           'optim.lr or set optim.clip_norm (the last good checkpoint is '

@@ -34,3 +34,17 @@ def shared_data() -> pathlib.Path:
 def tfds_data_dir(tmp_path_factory) -> pathlib.Path:
   """A fresh TFDS data_dir for the session, so tests never read ~/ or the net."""
   return tmp_path_factory.mktemp('tensorflow_datasets')
+
+
+def pytest_addoption(parser):
+  parser.addoption('--runslow', action='store_true',
+                   help='also run the long training runs marked slow')
+
+
+def pytest_collection_modifyitems(config, items):
+  if config.getoption('--runslow'):
+    return
+  skip = pytest.mark.skip(reason='long training run: pass --runslow')
+  for item in items:
+    if 'slow' in item.keywords:
+      item.add_marker(skip)

@@ -1,8 +1,10 @@
-"""Image classification: softmax cross-entropy and accuracy.
+"""Classification of images or texts: softmax cross-entropy and accuracy.
 
-Batch spec: {'image': uint8 (b, H, W, C), 'label': int (b,)}, plus an optional
-'mask' (b,) on eval batches padded to a fixed size. Metrics come back as sums
-with a 'count' so they add up exactly across steps, devices and processes.
+Batch spec, images: {'image': uint8 (b, H, W, C), 'label': int (b,)} and the
+model is called as model(images, train=...). Texts: {'tokens': int (b, T),
+'length': int (b,), 'label': int (b,)} and model(tokens, lengths, train=...).
+Eval batches padded to a fixed size add a 'mask' (b,). Metrics come back as
+sums with a 'count' so they add up exactly across steps, devices, processes.
 """
 
 import jax
@@ -14,41 +16,38 @@ from deepl.data import augment as augment_lib
 
 class ClassificationTask:
 
-  def __init__(self, model, *, augment: str = 'none'):
+  def __init__(self, model, *, augment: str = 'none', **unused):
+    del unused  # options other tasks take
     self.model = model
     self.augment = augment
-
-  def example_batch(self, image_shape, batch_size: int = 1) -> dict:
-    return {'image': jnp.zeros((batch_size,) + tuple(image_shape), jnp.uint8),
-            'label': jnp.zeros((batch_size,), jnp.int32)}
 
   def init(self, rng, batch) -> dict:
     """The model's variables: {'params': ..., and e.g. 'batch_stats': ...}."""
     params_rng, dropout_rng = jax.random.split(rng)
     return self.model.init({'params': params_rng, 'dropout': dropout_rng},
-                           self._inputs(batch), train=False)
+                           *self._inputs(batch), train=False)
 
-  @staticmethod
-  def _inputs(batch):
-    return batch['image'].astype(jnp.float32) / 255.0
+  def _inputs(self, batch, augment_rng=None) -> tuple:
+    if 'tokens' in batch:
+      return batch['tokens'], batch['length']
+    images = batch['image'].astype(jnp.float32) / 255.0
+    if augment_rng is not None and self.augment != 'none':
+      images = augment_lib.augment_batch(augment_rng, images, self.augment)
+    return (images,)
 
   def loss(self, params, model_state, batch, rng):
     """Mean loss over the batch, and (metric sums, updated model state)."""
     augment_rng, dropout_rng = jax.random.split(rng)
-    images = self._inputs(batch)
-    if self.augment != 'none':
-      images = augment_lib.augment_batch(augment_rng, images, self.augment)
-    variables = {'params': params, **model_state}
-    mutable = list(model_state)
     logits, new_model_state = self.model.apply(
-        variables, images, train=True, mutable=mutable, rngs={'dropout': dropout_rng})
+        {'params': params, **model_state}, *self._inputs(batch, augment_rng), train=True,
+        mutable=list(model_state), rngs={'dropout': dropout_rng})
     per_example = optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), batch['label'])
     return per_example.mean(), (self._sums(logits, batch, per_example), new_model_state)
 
   def eval_sums(self, params, model_state, batch) -> dict:
-    logits = self.model.apply({'params': params, **model_state},
-                              self._inputs(batch), train=False)
+    logits = self.model.apply({'params': params, **model_state}, *self._inputs(batch),
+                              train=False)
     per_example = optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), batch['label'])
     return self._sums(logits, batch, per_example, batch.get('mask'))
@@ -60,3 +59,7 @@ class ClassificationTask:
     return {'loss': jnp.sum(per_example * weight),
             'accuracy': jnp.sum(correct * weight),
             'count': jnp.sum(weight)}
+
+  @staticmethod
+  def summarize(means: dict) -> dict:
+    return means

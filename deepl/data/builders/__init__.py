@@ -1,12 +1,21 @@
 """TFDS builders for the datasets deepl knows, usable offline via manual_dir.
 
-They write array_record files with plain `Tensor` features, so neither writing
-nor reading needs TensorFlow. `deepl.data.get_dataset` is the usual way in.
+They write array_record files with plain `Tensor` (and encoder-less `Text`)
+features, so neither writing nor reading needs TensorFlow.
+`deepl.data.get_dataset` is the usual way in.
 """
+
+import functools
 
 from deepl.data.builders.cifar10 import Cifar10
 from deepl.data.builders.digits import Digits
+from deepl.data.builders.glue import Glue
 from deepl.data.builders.mnist import FashionMNIST
 from deepl.data.builders.mnist import MNIST
+from deepl.data.builders.tiny_shakespeare import TinyShakespeare
 
-BUILDERS = {b.name: b for b in (Digits, MNIST, FashionMNIST, Cifar10)}
+# name -> callable(data_dir=..., file_format=...) returning the builder. A
+# 'builder/config' name is TFDS's spelling for one config of a builder.
+BUILDERS = {b.name: b for b in (Digits, MNIST, FashionMNIST, Cifar10,
+                                TinyShakespeare)}
+BUILDERS['glue/sst2'] = functools.partial(Glue, config='sst2')

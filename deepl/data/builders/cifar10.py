@@ -15,6 +15,7 @@ import tarfile
 import numpy as np
 import tensorflow_datasets as tfds
 
+from deepl.data.builders import _features
 from deepl.data.builders import _manual
 
 URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz'
@@ -86,16 +87,8 @@ class Cifar10(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       'manual_dir.')
 
   def _info(self):
-    return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(32, 32, 3), dtype=np.uint8),
-            'label': tfds.features.Tensor(shape=(), dtype=np.int64),
-        }),
-        supervised_keys=('image', 'label'),
-        # Keep the source order, so record i is example i of the original.
-        disable_shuffling=True,
-        homepage='https://www.cs.toronto.edu/~kriz/cifar.html',
-    )
+    return _features.image_label_info(self, (32, 32, 3),
+                                      'https://www.cs.toronto.edu/~kriz/cifar.html')
 
   def _split_generators(self, dl_manager):
     manual_dir = _manual.given_manual_dir(dl_manager)

@@ -4,13 +4,16 @@ The data ships inside scikit-learn, so preparing it never downloads anything.
 Pixels are 0..16 counts; they are stored as uint8 0..255 (x * 16, clipped at
 255) so every image dataset here has the same 0..255 scale.
 
-Split: the last 360 images are the test set (1,437 train / 360 test). The
-images are ordered by writer, so this is also a split by writer, and it is
-fixed without any random seed.
+Split: 1,437 train / 360 test, by a fixed permutation (numpy's PCG64 seeded
+with 0, as scikit-learn users get from `train_test_split(random_state=...)`).
+The source is ordered by writer; a random split is the usual benchmark (a
+split by writer is harder: the CNN here scores ~90% on the last 360).
 """
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from deepl.data.builders import _features
 
 NUM_TEST = 360
 
@@ -21,10 +24,9 @@ def load_arrays():
   digits = datasets.load_digits()
   images = np.minimum(digits.images * 16, 255).astype(np.uint8)[..., None]
   labels = digits.target.astype(np.int64)
-  return {
-      'train': (images[:-NUM_TEST], labels[:-NUM_TEST]),
-      'test': (images[-NUM_TEST:], labels[-NUM_TEST:]),
-  }
+  order = np.random.Generator(np.random.PCG64(0)).permutation(len(labels))
+  train, test = np.sort(order[:-NUM_TEST]), np.sort(order[-NUM_TEST:])
+  return {'train': (images[train], labels[train]), 'test': (images[test], labels[test])}
 
 
 class Digits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -32,19 +34,11 @@ class Digits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   name = 'digits'
   VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Last 360 images as test; pixels x16 as uint8.'}
+  RELEASE_NOTES = {'1.0.0': '360 test images by a fixed permutation; pixels x16 as uint8.'}
 
   def _info(self):
-    return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-            'label': tfds.features.Tensor(shape=(), dtype=np.int64),
-        }),
-        supervised_keys=('image', 'label'),
-        # Keep the source order, so record i is example i of the original.
-        disable_shuffling=True,
-        homepage='https://scikit-learn.org/stable/datasets/toy_dataset.html',
-    )
+    return _features.image_label_info(
+        self, (8, 8, 1), 'https://scikit-learn.org/stable/datasets/toy_dataset.html')
 
   def _split_generators(self, dl_manager):
     del dl_manager  # The data is inside scikit-learn.

@@ -12,6 +12,7 @@ import struct
 import numpy as np
 import tensorflow_datasets as tfds
 
+from deepl.data.builders import _features
 from deepl.data.builders import _manual
 
 _FILES = {
@@ -47,16 +48,7 @@ class MNIST(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       't10k-labels-idx1-ubyte.gz) in manual_dir.')
 
   def _info(self):
-    return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
-            'label': tfds.features.Tensor(shape=(), dtype=np.int64),
-        }),
-        supervised_keys=('image', 'label'),
-        # Keep the source order, so record i is example i of the original.
-        disable_shuffling=True,
-        homepage=self.HOMEPAGE,
-    )
+    return _features.image_label_info(self, (28, 28, 1), self.HOMEPAGE)
 
   def _split_generators(self, dl_manager):
     urls = {key: self.URL + name for key, name in _FILES.items()}
