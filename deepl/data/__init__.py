@@ -4,6 +4,13 @@
   it = train_iterator(ds.splits[ds.train_split], global_batch_size=128, seed=0)
   for batch in eval_batches(ds.splits[ds.eval_split], global_batch_size=512):
     ...
+
+Text: tokenize first (see deepl.data.text and deepl.data.tokenizers):
+
+  ds = get_dataset('glue/sst2', manual_dir='../shared/data/sst2')
+  tok = tokenizers.build('word', ds.texts(ds.train_split))
+  splits = text_splits(ds, tok, kind='classification', max_length=64)
+  it = train_iterator(splits[ds.train_split], global_batch_size=32, seed=0)
 """
 
 from deepl.data.augment import augment_batch
@@ -15,3 +22,7 @@ from deepl.data.datasets import known_names
 from deepl.data.pipeline import eval_batches
 from deepl.data.pipeline import EvalBatches
 from deepl.data.pipeline import train_iterator
+from deepl.data.text import ClassificationTextSource
+from deepl.data.text import text_splits
+from deepl.data.text import TextSplit
+from deepl.data.text import WindowSource

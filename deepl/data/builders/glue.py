@@ -9,8 +9,9 @@ Differences from TFDS's glue/sst2 (2.0.0), all deliberate:
     tab, which TFDS keeps and every tokenizer would then have to undo.
   - `label` and `idx` are int64 Tensors (TFDS: ClassLabel, int32): 0 negative,
     1 positive, -1 for the unlabelled test split, as in TFDS.
-  - A malformed row is an error naming file:line. TFDS drops rows it cannot
-    parse without a word, which would silently change the benchmark.
+  - A malformed row is an error naming file:line. TFDS silently drops a row
+    with an empty label and fails with a bare traceback on the others; either
+    way the benchmark would not be the one reported.
 """
 
 import io
@@ -83,8 +84,8 @@ def read_tsv(lines, where: str, labelled: bool) -> list[tuple[str, int]]:
 
 
 def _read_split(binary_file, where: str, name: str) -> list[tuple[str, int]]:
-  # Lines end at '\n' only, untranslated: a stray '\r' inside a sentence
-  # stays text, as in TFDS's csv reading.
+  # Lines end at '\n' only: a stray '\r' inside a sentence stays text rather
+  # than splitting the row in two.
   with io.TextIOWrapper(binary_file, encoding='utf-8', newline='\n') as f:
     return read_tsv(f, where, labelled=name != 'test.tsv')
 
