@@ -92,7 +92,7 @@ def tiny():
 
 
 def test_every_expected_model_is_registered():
-  assert models.names() == sorted(INPUT_SHAPES)
+  assert set(INPUT_SHAPES) | {'rnn_classifier', 'rnn_lm'} == set(models.names())
   for name in models.names():
     assert issubclass(models.get(name), nn.Module)
 

@@ -17,6 +17,7 @@ import difflib
 from deepl.errors import UserError
 from deepl.models import cnn
 from deepl.models import resnet
+from deepl.models import rnn
 
 MODELS = {
     'cnn': cnn.CNN,
@@ -25,6 +26,8 @@ MODELS = {
     'resnet50': resnet.ResNet50,
     'resnet20': resnet.ResNet20,
     'resnet56': resnet.ResNet56,
+    'rnn_classifier': rnn.RNNClassifier,
+    'rnn_lm': rnn.RNNLM,
 }
 
 # Fields every flax Module has that describe its place in a module tree, not
