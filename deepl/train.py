@@ -2,8 +2,8 @@
 
   train_and_evaluate(config, workdir)
 
-Sections: Workdir / Input / Model / State / Update step / Checkpoint / Evals /
-Loop. Everything random derives from config.seed; a run stopped at any moment
+Sections: Workdir / Input, model, optimizer / State / Checkpoint / Update step
+/ Evals / Loop. Everything random derives from config.seed; a run stopped at any moment
 (SIGTERM, Ctrl-C, kill -9) and started again with the same command ends with
 the same params and metrics as one that was never stopped.
 """
@@ -159,8 +159,10 @@ class _Preemption:
 
   def _handle(self, signum, frame):
     del frame
-    if self.requested:  # a second Ctrl-C: stop now (the last checkpoint stands)
-      raise KeyboardInterrupt
+    if self.requested:  # a second signal: stop now; finished checkpoints stand
+      print(f'\ndeepl: second {signal.Signals(signum).name}: stopping without saving',
+            flush=True)
+      raise SystemExit(128 + signum)
     self.requested = True
     print(f'\ndeepl: {signal.Signals(signum).name}: saving a checkpoint, then exiting',
           flush=True)

@@ -1,4 +1,5 @@
-"""Fashion-MNIST with the flax-examples CNN (conv32-pool-conv64-pool-dense256-dense10).
+"""Fashion-MNIST with the flax-examples CNN: mnist_cnn's recipe, trained longer
+with weight decay (clothes are harder than digits).
 
   deepl train --config=experiments/fashion_mnist_cnn.py --workdir=runs/fashion_mnist_cnn
   # offline, from the four original IDX files (checked against TFDS's sha256):
@@ -8,20 +9,15 @@
 Measured here (2 CPU cores): RESULT_FASHION
 """
 
-from deepl.config import default_config
+from deepl.config import sibling_config
 
 
 def get_config(arg=None):
   del arg
-  c = default_config()
+  c = sibling_config(__file__, 'mnist_cnn')
   c.data.name = 'fashion_mnist'
-  c.train.batch_size = 128
-  c.train.num_steps = 1800
-  c.train.log_every_steps = 100
-  c.optim.lr = 0.1
-  c.optim.nesterov = True
-  c.optim.warmup_steps = 100
-  c.eval.every_steps = 600
-  c.eval.batch_size = 1000
-  c.checkpoint.every_steps = 600
+  c.train.num_steps = 4000
+  c.optim.weight_decay = 5e-4
+  c.eval.every_steps = 1000
+  c.checkpoint.every_steps = 1000
   return c

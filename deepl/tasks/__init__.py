@@ -6,9 +6,10 @@ A task turns (model, batch) into a loss and metric sums; the one train loop in
 
 from deepl.config import suggest
 from deepl.errors import UserError
+from deepl.tasks.causal_lm import CausalLMTask
 from deepl.tasks.classification import ClassificationTask
 
-_TASKS = {'classification': ClassificationTask}
+_TASKS = {'classification': ClassificationTask, 'causal_lm': CausalLMTask}
 
 
 def get(name: str):
