@@ -1,0 +1,105 @@
+"""Sequence models end to end through the CLI on the real SST-2 and Tiny
+Shakespeare files: training, the saved tokenizer, `deepl sample`, bad input."""
+
+import json
+import pathlib
+
+import pytest
+
+from tests import helpers
+from tests.test_cli_errors import _assert_user_error
+
+SMALL_RNN = ('--config.model.embed_dim=16', '--config.model.hidden_dim=32',
+             '--config.optim.warmup_steps=5')
+
+
+def _rows(workdir, split):
+  lines = (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines()
+  return [r for r in map(json.loads, lines) if r['split'] == split]
+
+
+@pytest.fixture(scope='module')
+def shakespeare_run(shared_data, tfds_data_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('lm') / 'run'
+  result = helpers.deepl(
+      f'--config={helpers.EXPERIMENTS}/shakespeare_lstm.py', f'--workdir={workdir}',
+      f'--config.data.data_dir={tfds_data_dir}',
+      f'--config.data.manual_dir={shared_data}/tiny_shakespeare', *SMALL_RNN,
+      '--config.model.num_layers=1', '--config.data.context=32', '--config.train.num_steps=30',
+      '--config.train.log_every_steps=10', '--config.eval.every_steps=30',
+      '--config.checkpoint.every_steps=30')
+  assert result.returncode == 0, result.stderr
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def sst2_run(shared_data, tfds_data_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('sst2') / 'run'
+  result = helpers.deepl(
+      f'--config={helpers.EXPERIMENTS}/sst2_lstm.py', f'--workdir={workdir}',
+      f'--config.data.data_dir={tfds_data_dir}', f'--config.data.manual_dir={shared_data}/sst2',
+      *SMALL_RNN, '--config.data.max_length=32', '--config.train.num_steps=20',
+      '--config.train.log_every_steps=10', '--config.eval.every_steps=20',
+      '--config.checkpoint.every_steps=20')
+  assert result.returncode == 0, result.stderr
+  assert 'validation accuracy' in result.stdout
+  return workdir
+
+
+def test_sst2_trains_and_keeps_its_tokenizer(sst2_run):
+  row = _rows(sst2_run, 'validation')[-1]
+  assert row['step'] == 20 and 0.0 <= row['accuracy'] <= 1.0
+  tokenizer = json.loads((sst2_run / 'tokenizer' / 'tokenizer.json').read_text())
+  assert tokenizer['kind'] == 'word'
+
+
+def test_shakespeare_logs_lm_metrics(shakespeare_run):
+  train = _rows(shakespeare_run, 'train')
+  assert train[-1]['loss'] < train[0]['loss']
+  row = _rows(shakespeare_run, 'validation')[-1]
+  assert row['bits_per_char'] == pytest.approx(row['loss'] / 0.6931471805599453)
+  assert row['perplexity'] > 1.0
+
+
+def _sample(workdir, *args):
+  return helpers.deepl(f'--workdir={workdir}', *args, command='sample')
+
+
+def test_sample_is_deterministic_per_seed(shakespeare_run):
+  args = ('--prompt=ROMEO:', '--length=80', '--temperature=0.8', '--top_k=10', '--top_p=0.95')
+  first = _sample(shakespeare_run, *args, '--seed=3')
+  again = _sample(shakespeare_run, *args, '--seed=3')
+  other = _sample(shakespeare_run, *args, '--seed=4')
+  assert first.returncode == 0, first.stderr
+  assert first.stdout == again.stdout != other.stdout
+  text = first.stdout[:-1]  # print's newline
+  assert text.startswith('ROMEO:') and len(text) == len('ROMEO:') + 80
+
+
+@pytest.mark.parametrize('args,needle', [
+    (('--prompt=ROMEO€',), '€'),
+    (('--prompt=',), '--prompt is empty'),
+    (('--prompt=A', '--length=0'), '--length=0'),
+    (('--prompt=A', '--temperature=0'), '--temperature=0'),
+])
+def test_sample_bad_input(shakespeare_run, args, needle):
+  _assert_user_error(_sample(shakespeare_run, *args), needle)
+
+
+def test_sample_from_a_workdir_without_a_language_model(sst2_run, tmp_path):
+  _assert_user_error(_sample(sst2_run, '--prompt=A'), 'not a language model')
+  _assert_user_error(_sample(tmp_path / 'nothing', '--prompt=A'), 'no config.json')
+
+
+def test_malformed_tsv_row(shared_data, tmp_path):
+  manual = tmp_path / 'sst2'
+  manual.mkdir()
+  for name in ('train.tsv', 'dev.tsv', 'test.tsv'):
+    (manual / name).write_bytes((shared_data / 'sst2' / name).read_bytes())
+  lines = (manual / 'dev.tsv').read_text().splitlines(keepends=True)
+  lines[5] = 'a sentence without a label\n'
+  (manual / 'dev.tsv').write_text(''.join(lines))
+  result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/sst2_lstm.py',
+                         f'--workdir={tmp_path}/w', f'--config.data.data_dir={tmp_path}/tfds',
+                         f'--config.data.manual_dir={manual}')
+  _assert_user_error(result, 'dev.tsv')
