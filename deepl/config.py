@@ -6,11 +6,11 @@ offline, in well under a minute. Experiment files start from it and change
 what they need, so every key an override can name exists.
 """
 
-import difflib
 import json
 
 from ml_collections import config_dict
 
+from deepl.errors import suggest
 from deepl.errors import UserError
 
 PARALLEL_MODES = ('jit', 'pmap')
@@ -94,27 +94,21 @@ def sibling_config(this_file: str, name: str, arg=None) -> config_dict.ConfigDic
   return module.get_config(arg)
 
 
-def _flatten(d, prefix=''):
+def flatten(d, prefix=''):
   out = {}
   for k, v in d.items():
     key = f'{prefix}{k}'
     if isinstance(v, (config_dict.ConfigDict, dict)) and key != 'model':
-      out.update(_flatten(v, key + '.'))
+      out.update(flatten(v, key + '.'))
     else:
       out[key] = v
   return out
 
 
-def suggest(word: str, choices) -> str:
-  """' — did you mean 'x'?' or '' : the tail of an error message."""
-  close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-  return f" — did you mean '{close[0]}'?" if close else ''
-
-
 def validate(config: config_dict.ConfigDict) -> None:
   """Raises UserError naming the first bad key and how to fix it."""
-  defaults = _flatten(default_config())
-  given = _flatten(config)
+  defaults = flatten(default_config())
+  given = flatten(config)
   for key, value in given.items():
     if key not in defaults:
       raise UserError(f"unknown config key '{key}'{suggest(key, defaults)}")

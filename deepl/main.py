@@ -18,6 +18,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from deepl import config as config_lib
+from deepl.errors import suggest
 from deepl.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -63,12 +64,12 @@ def _explain_flag_error(err: Exception, argv) -> str:
     return f'config file {path} does not exist: pass --config=path/to/experiment.py'
   if "no attribute 'get_config'" in text:
     return f'{path} defines no get_config(): an experiment file must define get_config(arg=None)'
-  defaults = config_lib._flatten(config_lib.default_config())
+  defaults = config_lib.flatten(config_lib.default_config())
   for arg in argv:
     if arg.startswith('--config.'):
       key = arg[len('--config.'):].split('=', 1)[0]
       if key not in defaults and not key.startswith('model.'):
-        return f"unknown config key '{key}'{config_lib.suggest(key, defaults)}"
+        return f"unknown config key '{key}'{suggest(key, defaults)}"
       if key.startswith('model.') and key.split('.', 1)[1] in text:
         return (f"this experiment sets no '{key}': add it to the experiment's "
                 'get_config() (model keys are the model\'s fields)')
@@ -83,7 +84,7 @@ def parse(argv):
   if args and not args[0].startswith('-'):
     command = args.pop(0)
     if command not in COMMANDS:
-      _fail(f"unknown command '{command}'{config_lib.suggest(command, COMMANDS)}; "
+      _fail(f"unknown command '{command}'{suggest(command, COMMANDS)}; "
             f"commands: {', '.join(COMMANDS)}")
   if _config_path(args) is None:  # the embedded default experiment
     args.insert(0, f'--config={config_lib.__file__}')

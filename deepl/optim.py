@@ -14,7 +14,6 @@ calls, i.e. micro-batches. The schedule itself counts applied updates, so with
 accumulation both are divided by `accum_steps` when the schedule is built.
 """
 
-import difflib
 import math
 import numbers
 
@@ -22,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from deepl.errors import suggest
 from deepl.errors import UserError
 
 NAMES = ('sgd', 'adamw')
@@ -116,8 +116,7 @@ def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
 def _choice(key, value, choices):
   if value in choices:
     return
-  close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
-  hint = f' — did you mean {close[0]!r}?' if close else ' —'
+  hint = suggest(value, choices, cutoff=0.5) or ' —'
   raise UserError(f'optim.{key}={value!r} is unknown{hint} '
                   f'choose one of: {", ".join(choices)}')
 

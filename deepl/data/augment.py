@@ -5,11 +5,11 @@ function of (seed, step) alone: deterministic, and the same after a resume.
 Transforms are written for one example (H, W, C) and vmapped over the batch.
 """
 
-import difflib
 
 import jax
 import jax.numpy as jnp
 
+from deepl.errors import suggest
 from deepl.errors import UserError
 
 
@@ -48,10 +48,8 @@ AUGMENTATIONS = {
 
 def check_name(name: str) -> None:
   if name not in AUGMENTATIONS:
-    close = difflib.get_close_matches(name, list(AUGMENTATIONS), n=1)
-    hint = f' Did you mean {close[0]!r}?' if close else ''
-    raise UserError(f'unknown augmentation {name!r}; known: '
-                    f'{", ".join(AUGMENTATIONS)}.{hint}')
+    raise UserError(f'unknown augmentation {name!r}{suggest(name, AUGMENTATIONS)}; '
+                    f'known: {", ".join(AUGMENTATIONS)}')
 
 
 def augment_batch(rng: jax.Array, images: jax.Array, name: str) -> jax.Array:

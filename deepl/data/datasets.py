@@ -10,7 +10,6 @@ tokenizer, built from the train split; see `deepl.data.text.text_splits`.
 """
 
 import dataclasses
-import difflib
 from typing import Any
 
 from etils import epath
@@ -19,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from deepl.data import text as text_lib
 from deepl.data.builders import BUILDERS
+from deepl.errors import suggest
 from deepl.errors import UserError
 
 
@@ -92,10 +92,8 @@ def known_names() -> list[str]:
 def get_builder(name: str, data_dir: str | None = None):
   """Returns the TFDS builder for `name` (writing array_record files)."""
   if name not in BUILDERS:
-    close = difflib.get_close_matches(name, known_names(), n=1)
-    hint = f' Did you mean {close[0]!r}?' if close else ''
-    raise UserError(f'unknown dataset {name!r}; known: '
-                    f'{", ".join(known_names())}.{hint}')
+    raise UserError(f'unknown dataset {name!r}{suggest(name, known_names())}; '
+                    f'known: {", ".join(known_names())}')
   return BUILDERS[name](data_dir=data_dir, file_format='array_record')
 
 

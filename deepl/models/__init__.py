@@ -12,8 +12,8 @@ this registry; only this file knows about `UserError`.
 """
 
 import dataclasses
-import difflib
 
+from deepl.errors import suggest
 from deepl.errors import UserError
 from deepl.models import cnn
 from deepl.models import resnet
@@ -43,7 +43,7 @@ def names() -> list[str]:
 def get(name: str) -> type:
   """The Module class registered as `name`; UserError if there is none."""
   if name not in MODELS:
-    raise UserError(f'unknown model {name!r}{_did_you_mean(name, MODELS)} '
+    raise UserError(f'unknown model {name!r}{suggest(name, MODELS) or ";"} '
                     f'known: {", ".join(names())}')
   return MODELS[name]
 
@@ -67,7 +67,7 @@ def build(name: str, **kwargs):
     if key not in known:
       raise UserError(
           f'unknown field {key!r} for model {name!r}'
-          f'{_did_you_mean(key, known)} fields: {", ".join(known)}')
+          f'{suggest(key, known) or ";"} fields: {", ".join(known)}')
   missing = [f.name for f in fields if f.name not in kwargs and
              f.default is dataclasses.MISSING and
              f.default_factory is dataclasses.MISSING]
@@ -81,7 +81,3 @@ def _fields(cls) -> list[dataclasses.Field]:
           if f.init and f.name not in _FLAX_INTERNAL_FIELDS]
 
 
-def _did_you_mean(word: str, choices) -> str:
-  """' — did you mean 'x'?' for the closest choice, else ';'."""
-  close = difflib.get_close_matches(word, list(choices), n=1)
-  return f' — did you mean {close[0]!r}?' if close else ';'

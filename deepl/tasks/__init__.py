@@ -4,7 +4,7 @@ A task turns (model, batch) into a loss and metric sums; the one train loop in
 `deepl.train` does everything else.
 """
 
-from deepl.config import suggest
+from deepl.errors import suggest
 from deepl.errors import UserError
 from deepl.tasks.causal_lm import CausalLMTask
 from deepl.tasks.classification import ClassificationTask
