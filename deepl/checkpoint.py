@@ -55,8 +55,11 @@ class Checkpointer:
   def restore_latest(self, abstract_state, data_iterator):
     """(step, state, loop_state) of the newest readable checkpoint, or None.
 
-    `data_iterator` is restored in place.
+    `data_iterator` is restored in place. Newer checkpoints that failed are
+    moved aside only once an older one restores: if every one fails the same
+    way, the fault is not in the files, and nothing is moved.
     """
+    failed = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       self._check_shapes(step, abstract_state)
       try:
@@ -65,9 +68,15 @@ class Checkpointer:
             data=grain.checkpoint.CheckpointRestore(data_iterator),
             loop=ocp.args.JsonRestore()))
       except Exception as err:  # pylint: disable=broad-except
-        self._quarantine(step, err)
+        failed.append((step, err))
         continue
+      for bad_step, err in failed:
+        self._quarantine(bad_step, err)
       return step, restored.state, restored.loop
+    if failed:
+      step, err = failed[0]
+      raise RuntimeError(f'no checkpoint in {self.directory} could be restored; the '
+                         f'latest (step {step}) failed with: {err}') from err
     return None
 
   def _check_shapes(self, step, abstract_state):
@@ -89,7 +98,7 @@ class Checkpointer:
     aside = os.path.join(os.path.dirname(self.directory), 'corrupt_checkpoints', str(step))
     first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
     _warn(f'checkpoint {step} is unreadable ({first_line}); moved it to {aside} '
-          'and using the previous one')
+          'and using an earlier one')
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(aside), exist_ok=True)
       shutil.rmtree(aside, ignore_errors=True)
