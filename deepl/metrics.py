@@ -64,7 +64,8 @@ class MetricWriter:
     for k, v in metrics.items():
       self._tb.add_scalar(f'{split}/{k}', float(v), int(step))
     if split == 'train' and not self._bar.disable:
-      self._bar.set_postfix(loss=f"{row['loss']:.4f}", steps_per_s=f"{row.get('steps_per_sec', 0):.1f}")
+      self._bar.set_postfix(loss=f"{row['loss']:.4f}",
+                            steps_per_s=f"{row.get('steps_per_sec', 0):.2f}")
     else:
       shown = ' '.join(f'{k}={v:.4f}' for k, v in row.items() if k not in ('step', 'split'))
       tqdm.tqdm.write(f'step {step} {split}: {shown}', file=sys.stderr)

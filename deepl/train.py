@@ -232,6 +232,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # --- State -----------------------------------------------------------------
   state = initial_state(setup, config, runner)
+  tokens_per_example = task.tokens_per_example(
+      splits[dataset.train_split].gather(np.zeros(1, np.int64)))
   num_params = sum(x.size for x in jax.tree.leaves(runner.to_saveable(state).params))
 
   # --- Checkpoint ------------------------------------------------------------
@@ -310,6 +312,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if steps_in_window:
           row['steps_per_sec'] = steps_in_window / elapsed
           row['examples_per_sec'] = row['steps_per_sec'] * batch_size
+          if tokens_per_example:
+            row['tokens_per_sec'] = row['examples_per_sec'] * tokens_per_example
         writer.write(step, 'train', row)
         window, pending = None, []
         t_window, steps_in_window = time.time(), 0

@@ -56,6 +56,7 @@ def test_sst2_trains_and_keeps_its_tokenizer(sst2_run):
 def test_shakespeare_logs_lm_metrics(shakespeare_run):
   train = _rows(shakespeare_run, 'train')
   assert train[-1]['loss'] < train[0]['loss']
+  assert train[-1]['tokens_per_sec'] == pytest.approx(train[-1]['examples_per_sec'] * 32)
   row = _rows(shakespeare_run, 'validation')[-1]
   assert row['bits_per_char'] == pytest.approx(row['loss'] / 0.6931471805599453)
   assert row['perplexity'] > 1.0

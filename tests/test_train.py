@@ -19,7 +19,7 @@ import pytest
 
 from tests import helpers
 
-TIMING_KEYS = ('steps_per_sec', 'examples_per_sec')
+TIMING_KEYS = ('steps_per_sec', 'examples_per_sec', 'tokens_per_sec')
 
 
 def rows(workdir, split=None):

@@ -53,6 +53,10 @@ class CausalLMTask:
                               train=False)
     return self._per_token(logits, batch, batch.get('mask'))
 
+  @staticmethod
+  def tokens_per_example(example) -> int:
+    return example['tokens'].shape[1] - 1  # predicted positions per window
+
   def summarize(self, means: dict) -> dict:
     out = dict(means)
     out['perplexity'] = math.exp(min(means['loss'], 50.0))

@@ -63,3 +63,8 @@ class ClassificationTask:
   @staticmethod
   def summarize(means: dict) -> dict:
     return means
+
+  @staticmethod
+  def tokens_per_example(example) -> int | None:
+    """For tokens/s: the (padded) tokens one example costs; None for images."""
+    return example['tokens'].shape[1] if 'tokens' in example else None
