@@ -267,12 +267,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # --- Loop ------------------------------------------------------------------
   num_steps = config.train.num_steps
-  writer = metrics_lib.MetricWriter(workdir, total_steps=num_steps, start_step=start_step,
-                                    enabled=primary)
   if primary:
     print(f'deepl: {config.model.name} ({num_params:,} params) on {config.data.name}, '
           f'{num_steps} steps of batch {batch_size}, {jax.device_count()} '
           f'{jax.devices()[0].platform} device(s), parallel={config.parallel}', flush=True)
+  writer = metrics_lib.MetricWriter(workdir, total_steps=num_steps, start_step=start_step,
+                                    enabled=primary)
   window = loop_state['window']  # host numpy sums carried over a resume
   pending = []                   # this window's per-step sums, still on device
   step = saved_step = start_step

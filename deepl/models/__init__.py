@@ -16,8 +16,10 @@ import dataclasses
 from deepl.errors import suggest
 from deepl.errors import UserError
 from deepl.models import cnn
+from deepl.models import gpt
 from deepl.models import resnet
 from deepl.models import rnn
+from deepl.models import vit
 
 MODELS = {
     'cnn': cnn.CNN,
@@ -28,6 +30,8 @@ MODELS = {
     'resnet56': resnet.ResNet56,
     'rnn_classifier': rnn.RNNClassifier,
     'rnn_lm': rnn.RNNLM,
+    'gpt': gpt.GPT,
+    'vit': vit.ViT,
 }
 
 # Fields every flax Module has that describe its place in a module tree, not
