@@ -23,6 +23,9 @@ def default_config() -> config_dict.ConfigDict:
   # (e.g. `dtype`); `num_classes` comes from the data set unless given.
   c.model = config_dict.ConfigDict({'name': 'cnn'})
   c.task = 'classification'         # 'classification' | 'causal_lm'
+  # A workdir or checkpoint folder to copy matching parameters from on a
+  # fresh start (fine-tuning): see deepl/init_from.py.
+  c.init_from = ''
 
   c.data = config_dict.ConfigDict()
   c.data.name = 'digits'                          # the TFDS name

@@ -24,6 +24,7 @@ import optax
 from deepl import checkpoint as checkpoint_lib
 from deepl import config as config_lib
 from deepl import data as data_lib
+from deepl import init_from
 from deepl import metrics as metrics_lib
 from deepl import models
 from deepl import optim
@@ -248,6 +249,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     print(f'deepl: resuming from step {start_step} in {workdir}', flush=True)
   else:
     start_step = 0
+    if config.init_from:
+      saveable = runner.to_saveable(state)
+      params, fresh = init_from.load_params(config.init_from, saveable.params)
+      state = runner.from_saveable(saveable.replace(params=params))
+      if primary:
+        print(f'deepl: parameters from {config.init_from}; fresh: '
+              f'{", ".join(fresh) or "none"}', flush=True)
   del restored
 
   # --- Update step -----------------------------------------------------------

@@ -1,0 +1,60 @@
+"""init_from: copy what matches, keep new heads fresh, refuse other architectures."""
+
+import numpy as np
+import pytest
+
+from deepl import checkpoint
+from deepl import data as data_lib
+from deepl import init_from
+from deepl.errors import UserError
+from deepl.state import TrainState
+from tests import helpers
+from tests.test_checkpoint import _Source
+
+
+def _save(workdir, params):
+  ckpt = checkpoint.Checkpointer(str(workdir / 'checkpoints'), keep=1)
+  state = TrainState(step=np.array(7, np.int32), params=params, model_state={}, opt_state=(),
+                     rng=np.zeros((2,), np.uint32))
+  it = data_lib.train_iterator(_Source(), global_batch_size=2, seed=0)
+  ckpt.save(7, state, it, {'window': None})
+  ckpt.wait()
+  ckpt.close()
+
+
+def test_encoder_comes_from_the_checkpoint_and_the_head_is_new(tmp_path):
+  rng = np.random.default_rng(0)
+  encoder = {'layer0': {'kernel': rng.normal(size=(4, 4)).astype(np.float32)}}
+  _save(tmp_path, {'encoder': encoder, 'mlm_head': {'kernel': np.ones((4, 9), np.float32)}})
+  fresh_head = {'kernel': np.full((4, 2), 0.5, np.float32)}
+  new = {'encoder': {'layer0': {'kernel': np.zeros((4, 4), np.float32)}}, 'cls_head': fresh_head}
+  for path in (tmp_path, tmp_path / 'checkpoints' / '7'):  # a workdir or a step folder
+    params, fresh = init_from.load_params(str(path), new)
+    np.testing.assert_array_equal(params['encoder']['layer0']['kernel'],
+                                  encoder['layer0']['kernel'])
+    np.testing.assert_array_equal(params['cls_head']['kernel'], fresh_head['kernel'])
+    assert fresh == ["['cls_head']['kernel']"]
+
+
+def test_other_architectures_and_empty_paths_are_user_errors(tmp_path):
+  _save(tmp_path, {'dense': {'kernel': np.ones((4, 4), np.float32)}})
+  with pytest.raises(UserError, match=r"different architecture: \['dense'\]\['kernel'\] has shape"):
+    init_from.load_params(str(tmp_path), {'dense': {'kernel': np.ones((4, 5), np.float32)}})
+  with pytest.raises(UserError, match='shares no parameter'):
+    init_from.load_params(str(tmp_path), {'conv': {'kernel': np.ones((4, 4), np.float32)}})
+  with pytest.raises(UserError, match='holds no checkpoint'):
+    init_from.load_params(str(tmp_path / 'nothing'), {})
+
+
+def test_cli_fine_tune_start(tmp_path, tfds_data_dir):
+  """A digits run started from another: it says what it loaded; a mismatch is exit 2."""
+  first = tmp_path / 'first'
+  args = (f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=3',
+          '--config.eval.every_steps=3', '--config.checkpoint.every_steps=3')
+  assert helpers.deepl(f'--workdir={first}', *args).returncode == 0
+  second = helpers.deepl(f'--workdir={tmp_path}/second', f'--config.init_from={first}', *args)
+  assert second.returncode == 0, second.stderr
+  assert f'deepl: parameters from {first}; fresh: none' in second.stdout
+  bad = helpers.deepl(f'--workdir={tmp_path}/third', f'--config.init_from={first}',
+                      '--config.model.name=resnet20', *args)
+  assert bad.returncode == 2 and 'shares no parameter' in bad.stderr
