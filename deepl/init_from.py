@@ -29,6 +29,15 @@ def _checkpoint_dir(path: str) -> str:
   return os.path.join(ckpts, str(steps[0]))
 
 
+def tokenizer_dir(path: str) -> str | None:
+  """The tokenizer folder of the run at `path` (a workdir or a step folder), if any."""
+  for run in (path, os.path.dirname(os.path.dirname(os.path.normpath(path)))):
+    candidate = os.path.join(run, 'tokenizer')
+    if os.path.isdir(candidate):
+      return candidate
+  return None
+
+
 def _flat(tree) -> dict:
   return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 

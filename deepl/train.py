@@ -65,14 +65,21 @@ def make_sources(config, dataset, workdir: str):
   """(splits, tokenizer): random-access sources per split, ready to batch.
 
   Images are ready as they are. Text is tokenized with the tokenizer saved in
-  workdir/tokenizer, built from the train split on the first run.
+  workdir/tokenizer: the init_from run's if there is one, else built from the
+  train split on the first run.
   """
   if dataset.image_shape is not None:
     return dataset.splits, None
   from deepl.data import tokenizers  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, 'tokenizer')
+  # A fine-tuning run must see the token ids its parameters were trained on.
+  pretrained = config.init_from and init_from.tokenizer_dir(config.init_from)
   if os.path.isdir(path):
     tokenizer = tokenizers.load(path)
+  elif pretrained:
+    tokenizer = tokenizers.load(pretrained)
+    if jax.process_index() == 0:
+      tokenizer.save(path)
   else:
     tokenizer = tokenizers.build(
         config.data.tokenizer, dataset.texts(dataset.train_split),

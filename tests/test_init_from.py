@@ -58,3 +58,12 @@ def test_cli_fine_tune_start(tmp_path, tfds_data_dir):
   bad = helpers.deepl(f'--workdir={tmp_path}/third', f'--config.init_from={first}',
                       '--config.model.name=resnet20', *args)
   assert bad.returncode == 2 and 'shares no parameter' in bad.stderr
+
+
+def test_tokenizer_dir_of_a_workdir_or_a_step_folder(tmp_path):
+  (tmp_path / 'run' / 'tokenizer').mkdir(parents=True)
+  (tmp_path / 'run' / 'checkpoints' / '7').mkdir(parents=True)
+  expected = str(tmp_path / 'run' / 'tokenizer')
+  assert init_from.tokenizer_dir(str(tmp_path / 'run')) == expected
+  assert init_from.tokenizer_dir(str(tmp_path / 'run' / 'checkpoints' / '7')) == expected
+  assert init_from.tokenizer_dir(str(tmp_path / 'elsewhere')) is None
