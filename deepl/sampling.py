@@ -123,6 +123,10 @@ def sample_text(workdir: str, *, prompt: str, length: int, temperature: float = 
     raise UserError(f'--prompt: {err}') from None
   if not prompt_ids:
     raise UserError('--prompt encodes to no tokens: give some text to continue')
+  max_len = getattr(model, 'max_len', None)  # transformers have a fixed context
+  if max_len and len(prompt_ids) + length - 1 > max_len:
+    raise UserError(f'the prompt ({len(prompt_ids)} tokens) plus --length={length} is longer '
+                    f"than the model's context of {max_len} tokens: shorten one of them")
   del config
   new = generate(model, params, prompt_ids, length, temperature=temperature,
                  top_k=min(top_k, tokenizer.vocab_size), top_p=top_p, seed=seed)

@@ -307,6 +307,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
       batch = runner.put_batch(next(train_iter))
       state, sums = p_train_step(state, batch)
       step += 1
+      # Keep at most one step queued behind the running one: the host still
+      # overlaps the next batch with compute, but a SIGTERM is answered within
+      # a step or two instead of after every queued step has run.
+      if pending and not runner.sync_each_step:
+        jax.block_until_ready(pending[-1])
       pending.append(sums)
       if runner.sync_each_step:
         jax.block_until_ready(sums)

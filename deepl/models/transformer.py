@@ -77,7 +77,7 @@ def init_kv_cache(batch_size: int, max_len: int, num_heads: int,
 
 
 def key_padding_mask(valid):
-  """(b, S) bool, True on real tokens -> (b, 1, 1, S): nobody attends to pads."""
+  """(b, S) bool, True on real tokens -> (b, 1, 1, S): no query sees a pad."""
   return valid[:, None, None, :]
 
 
@@ -95,8 +95,8 @@ def apply_rotary(x, positions, base: float = 10000.0):
   if d % 2:
     raise ValueError(f'rotary embeddings need an even head_dim, got {d}')
   freqs = base ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)      # (d/2,)
-  angles = jnp.asarray(positions, jnp.float32)[..., None] * freqs  # (.., T, d/2)
-  angles = angles[..., None, :]                                    # head axis
+  angles = jnp.asarray(positions, jnp.float32)[..., None] * freqs
+  angles = angles[..., None, :]                       # (..., T, 1, d/2)
   cos, sin = jnp.cos(angles), jnp.sin(angles)
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -182,17 +182,15 @@ class MultiHeadAttention(nn.Module):
 
     length = x.shape[-2]
     if positions is None and (self.rotary or cache is not None):
-      start = 0 if cache_index is None else cache_index
-      positions = start + jnp.arange(length)
+      first = 0 if cache_index is None else cache_index
+      positions = first + jnp.arange(length)
     if self.rotary:
       q, k = apply_rotary(q, positions), apply_rotary(k, positions)
 
     if cache is not None:
-      start = (0, cache_index, 0, 0)
-      k = jax.lax.dynamic_update_slice(cache['key'], k.astype(cache['key'].dtype),
-                                       start)
-      v = jax.lax.dynamic_update_slice(cache['value'],
-                                       v.astype(cache['value'].dtype), start)
+      write = lambda old, new: jax.lax.dynamic_update_slice(
+          old, new.astype(old.dtype), (0, cache_index, 0, 0))
+      k, v = write(cache['key'], k), write(cache['value'], v)
       cache = {'key': k, 'value': v}
       # Slot s holds the token at position s; slots past the newest token are
       # still zeros and must stay invisible, which the causal rule also gives.

@@ -1,0 +1,96 @@
+"""ViT: the Vision Transformer (Dosovitskiy et al. 2021) for small images.
+
+Non-overlapping patch_size x patch_size patches, each linearly embedded (a
+Conv with stride = kernel = patch_size, which is exactly a Dense on the
+flattened patch), a learned [CLS] token, learned positions, `num_layers`
+pre-LayerNorm encoder blocks, a final LayerNorm and a linear head on the [CLS]
+output ('cls') or on the mean over patches ('mean'). Init as the original
+code: Xavier-uniform kernels, normal(0.02) positions, zero [CLS] and a zero
+head, so every class starts at logit 0.
+
+The defaults are ViT-Tiny's width/heads (192/3) with 6 layers and 4x4
+patches: 28x28 MNIST gives 49 patches, 32x32 CIFAR 64.
+
+  model = ViT(num_classes=10)
+  variables = model.init(rng, images, train=False)     # images [..., H, W, C]
+  logits = model.apply(variables, images, train=True,
+                       rngs={'dropout': dropout_rng})   # [..., num_classes]
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from deepl.models import transformer
+
+POOLS = ('cls', 'mean')
+
+
+class ViT(nn.Module):
+  """Patch embedding, [CLS] + positions, encoder blocks, LayerNorm, head.
+
+  Attributes:
+    num_classes: number of output logits.
+    patch_size: side of the square patches; must divide the image height and
+      width.
+    width: model width.
+    num_layers: encoder blocks.
+    num_heads: attention heads; must divide width.
+    mlp_dim: hidden width of each MLP; 0 means 4 * width.
+    dropout: rate after the position embedding and on every residual branch;
+      active only with train=True.
+    pool: 'cls' (the [CLS] token's output) or 'mean' (mean over patches, and
+      no [CLS] token at all).
+    dtype: compute dtype; parameters stay float32 and logits are float32.
+  """
+  num_classes: int = 10
+  patch_size: int = 4
+  width: int = 192
+  num_layers: int = 6
+  num_heads: int = 3
+  mlp_dim: int = 0
+  dropout: float = 0.0
+  pool: str = 'cls'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, *, train: bool):
+    """Maps float images [..., H, W, C] to float32 logits [..., num_classes]."""
+    transformer.check_heads(self.width, self.num_heads)
+    if self.pool not in POOLS:
+      raise ValueError(f'ViT pool must be one of {POOLS}, got {self.pool!r}')
+    height, width_px, channels = images.shape[-3:]
+    p = self.patch_size
+    if height % p or width_px % p:
+      raise ValueError(f'image {height}x{width_px} does not split into '
+                       f'{p}x{p} patches: use a patch_size that divides both')
+    # Any leading dims (none for one image under vmap) become one batch axis.
+    lead = images.shape[:-3]
+    x = images.reshape((-1, height, width_px, channels))
+
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID',
+                dtype=self.dtype, name='patch_embed')(x)
+    x = x.reshape(x.shape[0], -1, self.width)             # (b, patches, W)
+    if self.pool == 'cls':
+      cls = self.param('cls', nn.initializers.zeros, (1, 1, self.width))
+      cls = jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, self.width))
+      x = jnp.concatenate([cls, x], axis=1)
+    positions = self.param('pos_embedding', nn.initializers.normal(0.02),
+                           (1,) + x.shape[1:])
+    x = x + positions.astype(x.dtype)
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+
+    init = nn.initializers.xavier_uniform()
+    for i in range(self.num_layers):
+      x = transformer.Block(
+          self.num_heads, self.mlp_dim or 4 * self.width, dropout=self.dropout,
+          layer_norm_epsilon=1e-6, dtype=self.dtype, kernel_init=init,
+          residual_init=init, name=f'block{i}')(x, train=train)
+    x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='ln_f')(x)
+
+    x = x[:, 0] if self.pool == 'cls' else x.mean(axis=1)
+    x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                 dtype=self.dtype, name='head')(x)
+    # Losses and softmax are unstable in half precision; hand tasks float32.
+    return x.astype(jnp.float32).reshape(lead + (self.num_classes,))
