@@ -22,7 +22,7 @@ def default_config() -> config_dict.ConfigDict:
   # Which of `deepl.models.names()`; every other key is a field of that model
   # (e.g. `dtype`); `num_classes` comes from the data set unless given.
   c.model = config_dict.ConfigDict({'name': 'cnn'})
-  c.task = 'classification'         # 'classification' | 'causal_lm'
+  c.task = 'classification'  # 'classification' | 'causal_lm' | 'masked_lm' | 'seq2seq'
   # A workdir or checkpoint folder to copy matching parameters from on a
   # fresh start (fine-tuning): see deepl/init_from.py.
   c.init_from = ''
@@ -37,7 +37,9 @@ def default_config() -> config_dict.ConfigDict:
   c.data.tokenizer = 'char'            # 'char' | 'word' | 'sentencepiece'
   c.data.vocab_size = 8000             # sentencepiece only
   c.data.min_count = 1                 # word only: rarer words become <unk>
-  c.data.max_length = 64               # classification: tokens per example
+  c.data.max_length = 64               # classification: tokens per example;
+                                       # seq2seq: source tokens per example
+  c.data.max_target = 64               # seq2seq: target tokens, BOS/EOS not counted
   c.data.context = 128                 # causal LM: tokens per training window
 
   c.train = config_dict.ConfigDict()
@@ -65,6 +67,8 @@ def default_config() -> config_dict.ConfigDict:
   c.eval = config_dict.ConfigDict()
   c.eval.every_steps = 500
   c.eval.batch_size = 0            # 0: the train batch size
+  c.eval.beam_size = 1             # seq2seq: 1 decodes greedily, more = beam search
+  c.eval.length_penalty = 0.6      # seq2seq beam search: GNMT alpha, 0 = raw log p
 
   c.checkpoint = config_dict.ConfigDict()
   c.checkpoint.every_steps = 500
@@ -124,7 +128,8 @@ def validate(config: config_dict.ConfigDict) -> None:
     raise UserError("config.model.name must be a model name, e.g. 'cnn'")
   positive = ('train.batch_size', 'train.num_steps', 'train.log_every_steps',
               'eval.every_steps', 'checkpoint.every_steps', 'checkpoint.keep',
-              'data.vocab_size', 'data.min_count', 'data.max_length', 'data.context')
+              'data.vocab_size', 'data.min_count', 'data.max_length', 'data.context',
+              'data.max_target', 'eval.beam_size')
   for key in positive:
     if given[key] <= 0:
       raise UserError(f'config.{key}={given[key]} must be a positive integer')

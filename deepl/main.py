@@ -73,8 +73,12 @@ def _explain_flag_error(err: Exception, argv) -> str:
       if key.startswith('model.') and key.split('.', 1)[1] in text:
         return (f"this experiment sets no '{key}': add it to the experiment's "
                 'get_config() (model keys are the model\'s fields)')
-  first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-  return first.strip('\'"\\')
+  lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+  if not lines:
+    return type(err).__name__
+  # config_flags wraps an error raised by get_config(): its last line says what.
+  message = lines[-1] if lines[0].endswith(':') else lines[0]
+  return f'{path}: {message}' if path and lines[0].endswith(':') else message.strip('\'"\\')
 
 
 def parse(argv):

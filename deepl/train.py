@@ -30,6 +30,7 @@ from deepl import models
 from deepl import optim
 from deepl import parallel
 from deepl import tasks
+from deepl.data import seq2seq_text
 from deepl.errors import UserError
 from deepl.state import TrainState
 
@@ -49,11 +50,20 @@ def make_task(config, dataset, tokenizer=None):
   fields = models.field_names(config.model.name)
   if 'num_classes' in fields and dataset.num_classes:
     model_kwargs.setdefault('num_classes', dataset.num_classes)
+  seq2seq = config.task == 'seq2seq'
   if 'vocab_size' in fields and tokenizer is not None:
-    model_kwargs.setdefault('vocab_size', tokenizer.vocab_size)
+    model_kwargs.setdefault('vocab_size', seq2seq_text.model_vocab_size(tokenizer)
+                            if seq2seq else tokenizer.vocab_size)
+  if seq2seq and 'max_len' in fields:
+    # The encoder reads max_length tokens, the decoder BOS + max_target.
+    model_kwargs.setdefault('max_len', max(config.data.max_length, config.data.max_target + 1))
   task_cls = tasks.get(config.task)
   options = dict(augment=config.data.augment,
                  tokens_are_chars=tokenizer is not None and config.data.tokenizer == 'char')
+  if seq2seq:
+    bos, eos = seq2seq_text.special_ids(tokenizer)
+    options.update(bos=bos, eos=eos, beam_size=config.eval.beam_size,
+                   length_penalty=config.eval.length_penalty)
   init_task = task_cls(models.build(config.model.name, **model_kwargs), **options)
   if config.parallel == 'pmap' and 'bn_axis_name' in fields:
     model = models.build(config.model.name, **model_kwargs, bn_axis_name=parallel.PMAP_AXIS)
@@ -86,6 +96,10 @@ def make_sources(config, dataset, workdir: str):
         vocab_size=config.data.vocab_size, min_count=config.data.min_count)
     if jax.process_index() == 0:
       tokenizer.save(path)
+  if config.task == 'seq2seq':
+    splits = seq2seq_text.seq2seq_splits(dataset, tokenizer, max_source=config.data.max_length,
+                                         max_target=config.data.max_target)
+    return splits, tokenizer
   kind = 'lm' if config.task == 'causal_lm' else 'classification'
   splits = data_lib.text_splits(dataset, tokenizer, kind=kind,
                                 max_length=config.data.max_length, context=config.data.context)

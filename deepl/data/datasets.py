@@ -16,6 +16,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from deepl.data import seq2seq_text
 from deepl.data import text as text_lib
 from deepl.data.builders import BUILDERS
 from deepl.errors import suggest
@@ -79,10 +80,11 @@ class Dataset:
 # Label counts live here rather than in the builders: `label` is a plain int64
 # Tensor feature (ClassLabel would add nothing but names).
 NUM_CLASSES = {'digits': 10, 'mnist': 10, 'fashion_mnist': 10, 'cifar10': 10,
-               'glue/sst2': 2, 'tiny_shakespeare': None}
+               'glue/sst2': 2, 'tiny_shakespeare': None, 'dates': None}
 # Where the split to evaluate on is not 'test': SST-2's test labels are hidden
 # (-1), and TFDS's tiny_shakespeare keeps 'test' for the final number.
-EVAL_SPLITS = {'glue/sst2': 'validation', 'tiny_shakespeare': 'validation'}
+EVAL_SPLITS = {'glue/sst2': 'validation', 'tiny_shakespeare': 'validation',
+               'dates': 'validation'}
 
 
 def known_names() -> list[str]:
@@ -126,6 +128,8 @@ def get_dataset(name: str, *, data_dir: str | None = None,
   features = builder.info.features
   if 'image' in features:
     load, image_shape = _load_split, tuple(features['image'].shape)
+  elif 'source' in features:  # source -> target text pairs (seq2seq)
+    load, image_shape = seq2seq_text.load_pair_split, None
   else:
     load, image_shape = text_lib.load_text_split, None
   return Dataset(

@@ -15,10 +15,12 @@ import dataclasses
 
 from deepl.errors import suggest
 from deepl.errors import UserError
+from deepl.models import bert
 from deepl.models import cnn
 from deepl.models import gpt
 from deepl.models import resnet
 from deepl.models import rnn
+from deepl.models import seq2seq
 from deepl.models import vit
 
 MODELS = {
@@ -32,6 +34,10 @@ MODELS = {
     'rnn_lm': rnn.RNNLM,
     'gpt': gpt.GPT,
     'vit': vit.ViT,
+    'seq2seq': seq2seq.EncoderDecoder,
+    'bert_mlm': bert.BertMLM,
+    'bert_classifier': bert.BertClassifier,
+    'bert_token_classifier': bert.BertTokenClassifier,
 }
 
 # Fields every flax Module has that describe its place in a module tree, not

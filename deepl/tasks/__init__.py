@@ -8,8 +8,11 @@ from deepl.errors import suggest
 from deepl.errors import UserError
 from deepl.tasks.causal_lm import CausalLMTask
 from deepl.tasks.classification import ClassificationTask
+from deepl.tasks.masked_lm import MaskedLMTask
+from deepl.tasks.seq2seq import Seq2SeqTask
 
-_TASKS = {'classification': ClassificationTask, 'causal_lm': CausalLMTask}
+_TASKS = {'classification': ClassificationTask, 'causal_lm': CausalLMTask,
+          'masked_lm': MaskedLMTask, 'seq2seq': Seq2SeqTask}
 
 
 def get(name: str):

@@ -8,6 +8,7 @@ features, so neither writing nor reading needs TensorFlow.
 import functools
 
 from deepl.data.builders.cifar10 import Cifar10
+from deepl.data.builders.dates import Dates
 from deepl.data.builders.digits import Digits
 from deepl.data.builders.glue import Glue
 from deepl.data.builders.mnist import FashionMNIST
@@ -17,5 +18,5 @@ from deepl.data.builders.tiny_shakespeare import TinyShakespeare
 # name -> callable(data_dir=..., file_format=...) returning the builder. A
 # 'builder/config' name is TFDS's spelling for one config of a builder.
 BUILDERS = {b.name: b for b in (Digits, MNIST, FashionMNIST, Cifar10,
-                                TinyShakespeare)}
+                                TinyShakespeare, Dates)}
 BUILDERS['glue/sst2'] = functools.partial(Glue, config='sst2')
