@@ -22,6 +22,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 from ml_collections import config_flags
 
@@ -72,6 +73,7 @@ def bare_steps_per_sec(config, steps: int) -> float:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)
   config = FLAGS.config or config_lib.default_config()
   config.unlock()
   config.train.num_steps = FLAGS.steps
