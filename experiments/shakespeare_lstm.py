@@ -7,7 +7,9 @@
   deepl sample --workdir=runs/shakespeare_lstm --prompt="ROMEO:" --length=500 \
       --temperature=0.8 --top_k=40
 
-Measured here (2 CPU cores): RESULT_SHAKESPEARE_LSTM
+Measured here (2 CPU cores): validation loss 1.458 nats/char (2.10 bits/char) after 1,500 steps
+(1.489 at step 1,000); 1.1 steps/s = 4,500 tokens/s on an otherwise idle machine, so about
+23 minutes for the run. (The measured run was stopped with SIGTERM at step 600 and resumed.)
 """
 
 from ml_collections import config_dict
