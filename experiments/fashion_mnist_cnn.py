@@ -6,7 +6,8 @@ with weight decay (clothes are harder than digits).
   deepl train --config=experiments/fashion_mnist_cnn.py --workdir=runs/fashion_mnist_cnn \
       --config.data.manual_dir=../shared/data/fashion_mnist
 
-Measured here (2 CPU cores): RESULT_FASHION
+Measured here (2 CPU cores): 92.54% test accuracy after 4,000 steps (90.79% with mnist_cnn's
+1,800 steps), 441 s while other jobs shared the cores (~15 steps/s idle: ~4.5 min).
 """
 
 from deepl.config import sibling_config

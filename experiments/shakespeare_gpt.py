@@ -9,7 +9,7 @@
       --temperature=0.8 --top_k=40
 
 nanoGPT reports a validation loss of 1.4697 after 5,000 steps on one A100 for the full size.
-Measured here (2 CPU cores, :cpu): RESULT_SHAKESPEARE_GPT_CPU
+Measured here (2 CPU cores, :cpu): not yet measured end to end (issue 4 is open)
 """
 
 from ml_collections import config_dict
