@@ -3,7 +3,8 @@
   deepl train --config=experiments/sst2_gru.py --workdir=runs/sst2_gru \
       --config.data.manual_dir=../shared/data/sst2
 
-Measured here (2 CPU cores): RESULT_SST2_GRU
+Measured here (2 CPU cores): 82.57% validation accuracy after 1,000 steps (80.50% at 500), 225 s
+(4.7 steps/s).
 """
 
 from deepl.config import sibling_config
