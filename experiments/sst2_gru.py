@@ -4,7 +4,7 @@
       --config.data.manual_dir=../shared/data/sst2
 
 Measured here (2 CPU cores): 82.57% validation accuracy after 1,000 steps (80.50% at 500), 225 s
-(4.7 steps/s).
+(4.7 steps/s); with 1,500 steps: 83.03% at step 1,000, 82.45% at the end.
 """
 
 from deepl.config import sibling_config

@@ -6,7 +6,11 @@
       --config.data.manual_dir=../shared/data/sst2
   # the GRU variant: --config=experiments/sst2_lstm.py:gru
 
-Measured here (2 CPU cores): RESULT_SST2_LSTM
+Measured here (2 CPU cores), validation = GLUE dev, final numbers of 1,000-step runs:
+  pool='mean' (this config): 82.91% (81.31% at step 500), 499 s with another job running;
+  pool='last': 82.11% (278 s); pool='last' + dropout 0.3: 82.00%.
+  A 1,500-step schedule peaks at 83.14% at step 1,000 (the checkpoint kept by
+  checkpoint.best_metric) and ends at 82.11%: it overfits.
 """
 
 from ml_collections import config_dict
@@ -19,7 +23,7 @@ def get_config(arg=None):
   c = default_config()
   c.model = config_dict.ConfigDict({
       'name': 'rnn_classifier', 'cell': cell, 'embed_dim': 128, 'hidden_dim': 256,
-      'num_layers': 1, 'bidirectional': True, 'dropout': 0.0, 'pool': 'last'})
+      'num_layers': 1, 'bidirectional': True, 'dropout': 0.0, 'pool': 'mean'})
   c.data.name = 'glue/sst2'
   c.data.tokenizer = 'word'
   c.data.min_count = 2
