@@ -3,7 +3,6 @@ data, resume after kill -9 / SIGTERM / a damaged checkpoint, jit vs pmap vs one
 device, and two processes against one."""
 
 import json
-import os
 import pathlib
 import shutil
 import signal
