@@ -12,7 +12,9 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 from typing import Any
 
@@ -71,6 +73,16 @@ def make_task(config, dataset, tokenizer=None):
   return init_task, init_task
 
 
+def _save_tokenizer(tokenizer, path: str) -> None:
+  """Process 0 saves aside and renames: other processes see all of it or none."""
+  if jax.process_index() != 0:
+    return
+  aside = path + '.tmp'
+  shutil.rmtree(aside, ignore_errors=True)
+  tokenizer.save(aside)
+  os.rename(aside, path)
+
+
 def make_sources(config, dataset, workdir: str):
   """(splits, tokenizer): random-access sources per split, ready to batch.
 
@@ -88,14 +100,12 @@ def make_sources(config, dataset, workdir: str):
     tokenizer = tokenizers.load(path)
   elif pretrained:
     tokenizer = tokenizers.load(pretrained)
-    if jax.process_index() == 0:
-      tokenizer.save(path)
+    _save_tokenizer(tokenizer, path)
   else:
     tokenizer = tokenizers.build(
         config.data.tokenizer, dataset.texts(dataset.train_split),
         vocab_size=config.data.vocab_size, min_count=config.data.min_count)
-    if jax.process_index() == 0:
-      tokenizer.save(path)
+    _save_tokenizer(tokenizer, path)
   if config.task == 'seq2seq':
     splits = seq2seq_text.seq2seq_splits(dataset, tokenizer, max_source=config.data.max_length,
                                          max_target=config.data.max_target)
@@ -146,10 +156,9 @@ def prepare_workdir(config, workdir: str) -> None:
   """Creates workdir and writes config.json, refusing another run's workdir."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
+    # A private probe: processes sharing a workdir must not remove each other's.
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_test'):
+      pass
   except OSError as err:
     raise UserError(f'cannot write to workdir {workdir} ({err.strerror}): '
                     'pass a --workdir you can write to') from None
@@ -163,8 +172,10 @@ def prepare_workdir(config, workdir: str) -> None:
         raise UserError(f'workdir {workdir} holds a run with {key}={before}, not {now}: '
                         'use a new --workdir (or the config that wrote it) to resume')
   if jax.process_index() == 0:
-    with open(path, 'w') as f:
+    # Written aside and renamed, so another process never reads half a file.
+    with open(path + '.tmp', 'w') as f:
       f.write(config_lib.to_json(config))
+    os.replace(path + '.tmp', path)
 
 
 class _Preemption:
