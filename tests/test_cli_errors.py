@@ -93,6 +93,13 @@ def test_unknown_names(tmp_path, tfds_data_dir, override, needle):
                                    f'--config.data.data_dir={tfds_data_dir}'), needle)
 
 
+def test_width_not_divisible_by_heads(tmp_path, tfds_data_dir):
+  result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/mnist_vit.py', '--config.data.name=digits',
+                         '--config.model.num_heads=3', f'--workdir={tmp_path}/w',
+                         f'--config.data.data_dir={tfds_data_dir}')
+  _assert_user_error(result, 'width 128 is not divisible by num_heads 3')
+
+
 def test_batch_not_divisible_by_devices(tmp_path, tfds_data_dir):
   result = helpers.deepl('--config.train.batch_size=30', f'--workdir={tmp_path}/w',
                          f'--config.data.data_dir={tfds_data_dir}', devices=4)

@@ -21,6 +21,7 @@ from deepl.models import gpt
 from deepl.models import resnet
 from deepl.models import rnn
 from deepl.models import seq2seq
+from deepl.models import transformer
 from deepl.models import vit
 
 MODELS = {
@@ -67,8 +68,8 @@ def build(name: str, **kwargs):
   """An instance of model `name` with `kwargs` as its fields.
 
   Raises:
-    UserError: for an unknown model, an unknown field, or a required field
-      without a value.
+    UserError: for an unknown model, an unknown field, a required field
+      without a value, or a width that does not split into num_heads heads.
   """
   cls = get(name)
   fields = _fields(cls)
@@ -83,7 +84,14 @@ def build(name: str, **kwargs):
              f.default_factory is dataclasses.MISSING]
   if missing:
     raise UserError(f'model {name!r} needs a value for: {", ".join(missing)}')
-  return cls(**kwargs)
+  model = cls(**kwargs)
+  # Caught here, before data or init: the models' own check raises deep in init.
+  if 'num_heads' in known and 'width' in known:
+    try:
+      transformer.check_heads(model.width, model.num_heads)
+    except ValueError as err:
+      raise UserError(f'model {name!r}: {err}') from None
+  return model
 
 
 def _fields(cls) -> list[dataclasses.Field]:
