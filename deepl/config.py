@@ -41,6 +41,9 @@ def default_config() -> config_dict.ConfigDict:
                                        # seq2seq: source tokens per example
   c.data.max_target = 64               # seq2seq: target tokens, BOS/EOS not counted
   c.data.context = 128                 # causal LM: tokens per training window
+  # Classification text: sort each epoch by length within chunks of this many
+  # batches (similar lengths, less padding); 0: random batches.
+  c.data.sort_window = 0
 
   c.train = config_dict.ConfigDict()
   c.train.batch_size = 64          # global, over all processes and devices
@@ -135,6 +138,8 @@ def validate(config: config_dict.ConfigDict) -> None:
       raise UserError(f'config.{key}={given[key]} must be a positive integer')
   if config.eval.batch_size < 0:
     raise UserError('config.eval.batch_size must be >= 0 (0 means the train batch size)')
+  if config.data.sort_window < 0:
+    raise UserError('config.data.sort_window must be >= 0 (0 means random batches)')
   if config.parallel not in PARALLEL_MODES:
     raise UserError(f"config.parallel='{config.parallel}' is unknown"
                     f"{suggest(config.parallel, PARALLEL_MODES)}; choose 'jit' or 'pmap'")

@@ -412,3 +412,62 @@ def test_eval_batches_cover_the_eval_windows_once():
   targets = np.concatenate([b['tokens'][:, 1:] for b in batches])[mask == 1]
   np.testing.assert_array_equal(targets.reshape(-1), tokens[1:91])
 
+
+
+# --- Length buckets ------------------------------------------------------------------
+
+
+def test_bucket_length_is_a_power_of_two_capped_by_max_length():
+  got = [data.bucket_length(n, 64) for n in (0, 1, 8, 9, 16, 17, 33, 64)]
+  assert got == [8, 8, 8, 16, 16, 32, 64, 64]
+  assert data.bucket_length(33, 40) == 40
+
+
+def _varied_source(n=200, max_length=48):
+  rng = np.random.default_rng(7)
+  ids = [list(rng.integers(1, 90, rng.integers(0, 45))) for _ in range(n)]
+  # label = row index, so each batch names its rows.
+  return text_lib.ClassificationTextSource(ids, np.arange(n), max_length)
+
+
+def _check_cut(source, batch, rows):
+  width = batch['tokens'].shape[1]
+  assert width == data.bucket_length(source.lengths[rows].max(), source.max_length)
+  np.testing.assert_array_equal(batch['tokens'], source.tokens[batch['label'], :width])
+  assert not source.tokens[batch['label'], width:].any()  # only padding was cut
+
+
+@pytest.mark.parametrize('sort_window', [0, 4])
+def test_train_batches_are_cut_to_their_bucket_for_any_process_count(sort_window):
+  source = _varied_source()
+  make = lambda **kw: data.train_iterator(source, global_batch_size=16, seed=1,
+                                          sort_window=sort_window, **kw)
+  single = _take(make(), 40)  # 640 rows: three whole epochs of 200 and a part
+  stream = np.concatenate([b['label'] for b in single])
+  for e in range(3):
+    assert sorted(stream[e * 200:(e + 1) * 200]) == list(range(200))
+  for b in single:
+    _check_cut(source, b, b['label'])
+  halves = [_take(make(process_index=p, process_count=2), 40) for p in range(2)]
+  for k, want in enumerate(single):
+    for key in want:
+      np.testing.assert_array_equal(
+          np.concatenate([halves[0][k][key], halves[1][k][key]]), want[key])
+
+
+def test_sort_window_shortens_batches():
+  source = _varied_source()
+  width = lambda w: np.mean([b['tokens'].shape[1] for b in _take(
+      data.train_iterator(source, global_batch_size=16, seed=1, sort_window=w), 40)])
+  assert width(8) < 0.8 * width(0)
+
+
+def test_eval_batches_are_cut_to_their_bucket():
+  source = _varied_source(n=37)
+  batches = list(data.eval_batches(source, global_batch_size=16))
+  mask = np.concatenate([b['mask'] for b in batches])
+  assert mask.tolist() == [1] * 37 + [0] * 11
+  for k, b in enumerate(batches):
+    real = b['mask'] == 1
+    assert b['label'][real].tolist() == list(range(16 * k, min(16 * k + 16, 37)))
+    _check_cut(source, {key: v[real] for key, v in b.items()}, b['label'][real])

@@ -19,6 +19,7 @@ from deepl.data.datasets import ArraySource
 from deepl.data.datasets import Dataset
 from deepl.data.datasets import get_dataset
 from deepl.data.datasets import known_names
+from deepl.data.pipeline import bucket_length
 from deepl.data.pipeline import eval_batches
 from deepl.data.pipeline import EvalBatches
 from deepl.data.pipeline import train_iterator

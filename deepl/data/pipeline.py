@@ -10,6 +10,13 @@ The data order is a property of the global batch, not of the process layout:
 So the P local batches of step k, concatenated, are exactly the 1-process batch
 of step k, and each process only gathers its own rows. Batches run across epoch
 boundaries, so no example is dropped and every batch is full.
+
+Variable-length sources (text: a `lengths` array, and `gather(indices,
+length)`) are cut to `bucket_length` of their global batch's longest example,
+so short batches cost less and jit still compiles only a few shapes; the
+models mask padding, so the cut changes no result. With `sort_window=W`, each
+epoch's permutation is also sorted by length within chunks of W global batches
+and those batches are shuffled: batches of similar lengths, little padding.
 """
 
 import math
@@ -49,13 +56,59 @@ def gather(source, indices: np.ndarray) -> dict[str, np.ndarray]:
   return batch
 
 
-class _EpochPermutations:
-  """perm(seed, epoch), keeping the last two (a batch can straddle two)."""
+MIN_BUCKET = 8
 
-  def __init__(self, size: int, seed: int):
+
+def bucket_length(longest: int, max_length: int) -> int:
+  """The padded length for a batch: a power of two >= 8, at most max_length."""
+  return min(max_length, max(MIN_BUCKET, 1 << (max(int(longest), 1) - 1).bit_length()))
+
+
+def _lengths(source):
+  return getattr(source, 'lengths', None)
+
+
+def _gather_bucketed(source, rows: np.ndarray, global_rows: np.ndarray):
+  """gather(rows), cut to the bucket of the global batch `global_rows`."""
+  lengths = _lengths(source)
+  if lengths is None:
+    return gather(source, rows)
+  longest = lengths[global_rows].max() if len(global_rows) else 1
+  return source.gather(rows, bucket_length(longest, source.max_length))
+
+
+def _sort_chunks(perm, lengths, rng, *, start: int, chunk: int, block: int):
+  """perm with perm[start:] sorted by length within chunks, blocks shuffled.
+
+  Blocks of `block` rows from `start` are whole global batches; shuffling only
+  whole blocks (a short last block stays last) keeps them aligned.
+  """
+  out = perm.copy()
+  for lo in range(start, len(perm), chunk):
+    hi = min(lo + chunk, len(perm))
+    rows = perm[lo:hi][np.argsort(lengths[perm[lo:hi]], kind='stable')]
+    full = (hi - lo) // block
+    order = np.concatenate([rng.permutation(full), np.arange(full, -(-(hi - lo) // block))])
+    out[lo:hi] = np.concatenate([rows[b * block:(b + 1) * block] for b in order])
+  return out
+
+
+class _EpochPermutations:
+  """perm(seed, epoch), keeping the last two (a batch can straddle two).
+
+  With `lengths` and `sort_window`, each permutation is length-sorted in chunks
+  of `sort_window` global batches (see `_sort_chunks`); the chunks start where
+  the epoch's first whole global batch does.
+  """
+
+  def __init__(self, size: int, seed: int, *, lengths=None, sort_window: int = 0,
+               global_batch: int = 1):
     self._size = size
     self._seed = int(seed) % 2**63
     self._cache = {}
+    self._lengths = lengths if sort_window else None
+    self._chunk = sort_window * global_batch
+    self._block = global_batch
 
   def __call__(self, epoch: int) -> np.ndarray:
     perm = self._cache.get(epoch)
@@ -64,6 +117,11 @@ class _EpochPermutations:
       # epoch e uses seed + e, seeds 0 and 1 do not share epochs shifted by one.
       rng = np.random.default_rng(np.random.SeedSequence([self._seed, epoch]))
       perm = rng.permutation(self._size)
+      if self._lengths is not None:
+        # The rows before the first batch boundary finish the previous epoch's batch.
+        start = -epoch * self._size % self._block
+        perm = _sort_chunks(perm, self._lengths, rng, start=start, chunk=self._chunk,
+                            block=self._block)
       self._cache = {e: p for e, p in self._cache.items() if e >= epoch - 1}
       self._cache[epoch] = perm
     return perm
@@ -90,14 +148,15 @@ class _TrainBatch:
     self._local_batch = local_batch
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
-    start = step * self._global_batch + self._offset
-    return gather(self._source, self._order.rows(start,
-                                                 start + self._local_batch))
+    first = step * self._global_batch
+    global_rows = self._order.rows(first, first + self._global_batch)
+    rows = global_rows[self._offset:self._offset + self._local_batch]
+    return _gather_bucketed(self._source, rows, global_rows)
 
 
 def train_iterator(source, *, global_batch_size: int, seed: int,
                    process_index: int = 0, process_count: int = 1,
-                   prefetch: int = 0) -> grain.DatasetIterator:
+                   sort_window: int = 0, prefetch: int = 0) -> grain.DatasetIterator:
   """An endless, checkpointable iterator over this process's train batches.
 
   Args:
@@ -107,6 +166,8 @@ def train_iterator(source, *, global_batch_size: int, seed: int,
     seed: fixes the order; same seed, same batches, for any process count.
     process_index: p, this process.
     process_count: P; each batch has B // P rows.
+    sort_window: variable-length sources only: sort each epoch by length
+      within chunks of this many global batches (0: random batches).
     prefetch: batches to prepare ahead in a background thread. 0 (default)
       makes them on demand: an in-memory batch costs ~0.1 ms, less than a
       thread hand-off, and a thread competes with XLA for the 2 cores here.
@@ -120,7 +181,10 @@ def train_iterator(source, *, global_batch_size: int, seed: int,
   local = local_batch_size(global_batch_size, process_count)
   if len(source) == 0:  # pylint: disable=g-explicit-length-test
     raise UserError('the train split is empty: check the dataset')
-  order = _EpochPermutations(len(source), seed)
+  if sort_window < 0:
+    raise UserError(f'sort_window {sort_window} must be >= 0')
+  order = _EpochPermutations(len(source), seed, lengths=_lengths(source),
+                             sort_window=sort_window, global_batch=global_batch_size)
   batch_fn = _TrainBatch(source, order, global_batch_size, local, process_index)
   # The index is the step number: resuming at step k is `next_index = k`, and
   # the whole state is that one integer.
@@ -152,9 +216,11 @@ class EvalBatches:
   def __iter__(self):
     size, b = len(self._source), self._local_batch
     for k in range(len(self)):
-      start = min(k * self._global_batch + self._offset, size)
+      first = k * self._global_batch
+      start = min(first + self._offset, size)
       stop = min(start + b, size)
-      batch = gather(self._source, np.arange(start, stop))
+      batch = _gather_bucketed(self._source, np.arange(start, stop),
+                               np.arange(first, min(first + self._global_batch, size)))
       real = stop - start
       if real < b:
         batch = {key: np.concatenate(

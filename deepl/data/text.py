@@ -6,8 +6,10 @@
   it = train_iterator(splits['train'], global_batch_size=64, seed=0)
 
 A source has `len` and `gather(indices)`, like `ArraySource`, so the existing
-`train_iterator` / `eval_batches` serve text unchanged. Every batch has fixed
-shapes (jit compiles once) and int32 tokens, padded with id 0.
+`train_iterator` / `eval_batches` serve text unchanged. Tokens are int32,
+padded with id 0; LM windows have one shape, classification batches a few
+(cut to a power-of-two bucket of their longest sequence), so jit compiles
+a bounded number of programs.
 """
 
 import dataclasses
@@ -50,7 +52,7 @@ class ClassificationTextSource:
   """Token sequences padded or cut to `max_length`, with their labels.
 
   gather -> {'tokens': int32 (b, max_length), 'length': int32 (b,),
-  'label': int32 (b,)}. Longer sequences keep their first `max_length`
+  'label': int32 (b,)}; `lengths` lets the pipeline cut and sort batches. Longer sequences keep their first `max_length`
   tokens. `length` counts the real tokens but is at least 1: an empty text is
   one pad token, so a mean over the first `length` positions never divides by
   zero.
@@ -84,8 +86,16 @@ class ClassificationTextSource:
     return {'tokens': self.tokens[index], 'length': self.lengths[index],
             'label': self.labels[index]}
 
-  def gather(self, indices) -> dict[str, np.ndarray]:
-    return {'tokens': self.tokens[indices], 'length': self.lengths[indices],
+  def gather(self, indices, length: int | None = None) -> dict[str, np.ndarray]:
+    """The rows `indices`, tokens cut to `length` columns (default all).
+
+    The pipeline passes the bucket of its batch's longest sequence, so cutting
+    drops padding only.
+    """
+    tokens = self.tokens[indices]
+    if length is not None:
+      tokens = tokens[:, :length]
+    return {'tokens': tokens, 'length': self.lengths[indices],
             'label': self.labels[indices]}
 
   def __repr__(self) -> str:
