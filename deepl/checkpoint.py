@@ -27,6 +27,22 @@ def _shapes(tree) -> dict:
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+def _check_shapes(directory: str, step: int, abstract_state) -> None:
+  """Raises UserError if the saved params are not this model's."""
+  try:
+    meta = ocp.StandardCheckpointer().metadata(
+        os.path.join(directory, str(step), 'state')).item_metadata['params']
+    saved = _shapes(meta)
+  except Exception:  # pylint: disable=broad-except
+    return  # unreadable metadata: restoring fails, and says so
+  wanted = _shapes(abstract_state.params)
+  if saved != wanted:
+    diff = sorted(set(saved.items()) ^ set(wanted.items()))[0][0]
+    raise UserError(
+        f'{directory} holds a checkpoint of a different model (first '
+        f'difference at params{diff}): use a new --workdir, or the config that wrote it')
+
+
 class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int, best_metric: str = '',
@@ -61,7 +77,7 @@ class Checkpointer:
     """
     failed = []
     for step in sorted(self._manager.all_steps(), reverse=True):
-      self._check_shapes(step, abstract_state)
+      _check_shapes(self.directory, step, abstract_state)
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
@@ -79,21 +95,6 @@ class Checkpointer:
                          f'latest (step {step}) failed with: {err}') from err
     return None
 
-  def _check_shapes(self, step, abstract_state):
-    """Raises UserError if the saved params are not this model's."""
-    try:
-      meta = ocp.StandardCheckpointer().metadata(
-          os.path.join(self.directory, str(step), 'state')).item_metadata['params']
-      saved = _shapes(meta)
-    except Exception:  # pylint: disable=broad-except
-      return  # unreadable metadata: restore() fails and quarantines it
-    wanted = _shapes(abstract_state.params)
-    if saved != wanted:
-      diff = sorted(set(saved.items()) ^ set(wanted.items()))[0][0]
-      raise UserError(
-          f'{self.directory} holds a checkpoint of a different model (first '
-          f'difference at params{diff}): use a new --workdir, or the config that wrote it')
-
   def _quarantine(self, step, err):
     aside = os.path.join(os.path.dirname(self.directory), 'corrupt_checkpoints', str(step))
     first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
@@ -110,3 +111,29 @@ class Checkpointer:
 
   def close(self):
     self._manager.close()
+
+
+def restore_state(directory: str, abstract_state, step: int | None = None):
+  """(step, state) of checkpoint `step` of a run, default the newest that reads.
+
+  Read-only: for evaluating or inspecting a run, never for resuming it (the
+  data iterator and loop counters are left unread).
+  """
+  directory = os.path.abspath(directory)
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  steps = sorted(manager.all_steps(), reverse=True)
+  if step is not None and step not in steps:
+    raise UserError(f'{directory} has no checkpoint of step {step}; it has: '
+                    f'{", ".join(map(str, sorted(steps))) or "none"}')
+  for candidate in [step] if step is not None else steps:
+    _check_shapes(directory, candidate, abstract_state)
+    try:
+      restored = manager.restore(candidate, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state)))
+    except Exception as err:  # pylint: disable=broad-except
+      if step is not None:
+        raise UserError(f'checkpoint {step} in {directory} is unreadable: {err}') from None
+      _warn(f'checkpoint {candidate} is unreadable; trying an earlier one')
+      continue
+    return candidate, restored.state
+  raise UserError(f'{directory} has no readable checkpoint: let deepl train save one')

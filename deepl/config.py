@@ -7,6 +7,7 @@ what they need, so every key an override can name exists.
 """
 
 import json
+import os
 
 from ml_collections import config_dict
 
@@ -163,3 +164,13 @@ def model_kwargs(config: config_dict.ConfigDict) -> dict:
 
 def to_json(config: config_dict.ConfigDict) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def load_run_config(workdir: str) -> config_dict.ConfigDict:
+  """The resolved config a run wrote to workdir/config.json."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise UserError(f'{workdir} holds no run (no config.json): train one with '
+                    f'deepl train --workdir={workdir}')
+  with open(path) as f:
+    return config_dict.ConfigDict(json.load(f))

@@ -4,6 +4,7 @@
       [--config.optim.lr=0.1 ...]
   deepl sample --workdir=runs/shakespeare_lstm --prompt="ROMEO:" --length=500 \
       [--temperature=0.8 --top_k=40 --top_p=0.9 --seed=0]
+  deepl evaluate --workdir=runs/dates_seq2seq [--split=test --step=1000]
 
 `python -m deepl.main ...` is the same. Without --config the embedded default
 experiment (a CNN on scikit-learn's 8x8 digits) runs. Bad input ends with one
@@ -41,7 +42,10 @@ flags.DEFINE_integer('top_k', 0, 'sample: keep the k most likely tokens (0: all)
 flags.DEFINE_float('top_p', 1.0, 'sample: nucleus sampling mass (1: off).')
 flags.DEFINE_integer('seed', 0, 'sample: the same seed gives the same text.')
 
-COMMANDS = ('train', 'sample')
+flags.DEFINE_string('split', None, 'evaluate: the split (default: the one training evaluates on).')
+flags.DEFINE_integer('step', None, 'evaluate: the checkpoint step (default: the latest).')
+
+COMMANDS = ('train', 'sample', 'evaluate')
 
 
 def _fail(message: str) -> None:
@@ -114,6 +118,8 @@ def run(argv=None):
   logging.set_verbosity(logging.WARNING)
   if command == 'sample' and not FLAGS.workdir:
     _fail('deepl sample needs --workdir=<a language-model run>, e.g. --workdir=runs/shakespeare_lstm')
+  if command == 'evaluate' and not FLAGS.workdir:
+    _fail('deepl evaluate needs --workdir=<a run>, e.g. --workdir=runs/mnist_cnn')
   try:
     config_lib.validate(config)
     if FLAGS.distributed or FLAGS.coordinator_address or FLAGS.num_processes:
@@ -124,6 +130,11 @@ def run(argv=None):
     from deepl import train  # pylint: disable=g-import-not-at-top
     if command == 'train':
       train.train_and_evaluate(config, workdir)
+    elif command == 'evaluate':
+      from deepl import evaluate  # pylint: disable=g-import-not-at-top
+      logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager is read-only
+      print(evaluate.format_metrics(*evaluate.evaluate_run(workdir, split=FLAGS.split,
+                                                            step=FLAGS.step)))
     else:
       print(sampling.sample_text(
           workdir, prompt=FLAGS.prompt or '', length=FLAGS.length,

@@ -10,14 +10,12 @@ the same text.
 """
 
 import functools
-import json
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from ml_collections import config_dict
 
 from deepl import config as config_lib
 from deepl import models
@@ -71,12 +69,7 @@ def generate(model, params, prompt_ids, length: int, *, temperature: float = 1.0
 
 def load_run(workdir: str):
   """(config, tokenizer, model, params) of the latest checkpoint of an LM run."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise UserError(f'{workdir} holds no run (no config.json): train one with '
-                    f'deepl train --workdir={workdir}')
-  with open(path) as f:
-    config = config_dict.ConfigDict(json.load(f))
+  config = config_lib.load_run_config(workdir)
   if config.task != 'causal_lm':
     raise UserError(f"{workdir} holds a '{config.task}' run, not a language model: "
                     "sample from a run trained with task='causal_lm'")

@@ -146,6 +146,19 @@ def eval_step(state: TrainState, batch, *, task, axis_name=None):
   return jax.lax.psum(sums, axis_name) if axis_name else sums
 
 
+def evaluate_split(state, *, source, batch_size: int, task, runner, p_eval_step) -> dict:
+  """The task's metrics over all of `source`, each example counted once."""
+  sums = None
+  for batch in data_lib.eval_batches(source, global_batch_size=batch_size,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count()):
+    out = p_eval_step(state, runner.put_batch(batch))
+    if runner.sync_each_step:
+      jax.block_until_ready(out)
+    sums = metrics_lib.add_sums(sums, out)
+  return task.summarize(metrics_lib.summarize(runner.fetch(sums)))
+
+
 def _get(config, dotted):
   for part in dotted.split('.'):
     config = config[part]
@@ -295,15 +308,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   p_eval_step = runner.compile_eval(functools.partial(eval_step, task=task))
 
   # --- Evals -----------------------------------------------------------------
-  def evaluate(state) -> dict:
-    sums = None
-    for batch in data_lib.eval_batches(splits[dataset.eval_split],
-                                       global_batch_size=eval_batch_size, **where):
-      out = p_eval_step(state, runner.put_batch(batch))
-      if runner.sync_each_step:
-        jax.block_until_ready(out)
-      sums = metrics_lib.add_sums(sums, out)
-    return task.summarize(metrics_lib.summarize(runner.fetch(sums)))
+  evaluate = functools.partial(evaluate_split, source=splits[dataset.eval_split],
+                               batch_size=eval_batch_size, task=task, runner=runner,
+                               p_eval_step=p_eval_step)
 
   # --- Loop ------------------------------------------------------------------
   num_steps = config.train.num_steps
