@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from typing import Any
@@ -26,6 +27,7 @@ import optax
 from deepl import checkpoint as checkpoint_lib
 from deepl import config as config_lib
 from deepl import data as data_lib
+from deepl import flops as flops_lib
 from deepl import init_from
 from deepl import metrics as metrics_lib
 from deepl import models
@@ -255,6 +257,51 @@ def initial_state(setup: Setup, config, runner) -> TrainState:
   return runner.init(init_fn, jax.random.PRNGKey(config.seed), example)
 
 
+class StepCost:
+  """Tokens and FLOPs of one global train step, by the shape of its batch.
+
+  Text batches come in a few bucket widths, so each width is counted once
+  (deepl.flops, from shapes only) and looked up after. A failed count only
+  warns, once: a run must never stop for its speed report.
+  """
+
+  def __init__(self, setup: Setup, config, runner, state):
+    self._fn = functools.partial(train_step, task=setup.init_task, tx=setup.tx)
+    self._state = jax.eval_shape(runner.to_saveable, state)
+    self._task = setup.task
+    self._batch_size = config.train.batch_size
+    self._known = {}
+    self.failed = False
+    self.peak = None
+    try:
+      self.peak = flops_lib.system_peak_flops(config.model.get('dtype') or 'float32')
+    except Exception as err:  # pylint: disable=broad-except
+      self._warn(err)
+
+  def _warn(self, err):
+    if not self.failed:
+      print(f'deepl: warning: no FLOP count or MFU for this run ({type(err).__name__}: '
+            f'{err})', file=sys.stderr, flush=True)
+    self.failed = True
+
+  def __call__(self, host_batch) -> tuple[float, float]:
+    """(tokens, FLOPs) of the global step whose local batch is `host_batch`."""
+    key = tuple((k, v.shape[1:], str(v.dtype)) for k, v in sorted(host_batch.items()))
+    if key not in self._known:
+      # init_task: pmap's task names an axis that only exists inside pmap.
+      batch = {k: jax.ShapeDtypeStruct((self._batch_size,) + v.shape[1:], v.dtype)
+               for k, v in host_batch.items()}
+      flops = float('nan')
+      if not self.failed:
+        try:
+          flops = flops_lib.flops_per_step(self._fn, self._state, batch)
+        except Exception as err:  # pylint: disable=broad-except
+          self._warn(err)
+      tokens = self._task.tokens_per_example(host_batch)
+      self._known[key] = ((tokens or 0) * self._batch_size, flops)
+    return self._known[key]
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains, evaluates and checkpoints; returns the final eval metrics."""
   t_start = time.time()
@@ -278,8 +325,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # --- State -----------------------------------------------------------------
   state = initial_state(setup, config, runner)
-  tokens_per_example = task.tokens_per_example(
-      splits[dataset.train_split].gather(np.zeros(1, np.int64)))
   num_params = sum(x.size for x in jax.tree.leaves(runner.to_saveable(state).params))
 
   # --- Checkpoint ------------------------------------------------------------
@@ -325,6 +370,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   step = saved_step = start_step
   eval_metrics = None
   t_window, steps_in_window = None, 0
+  step_cost = StepCost(setup, config, runner, state) if primary else None
+  window_cost = np.zeros(2)  # tokens, FLOPs of the timed steps of this window
 
   def window_sums():
     # Python floats (float64) so the sums survive the JSON checkpoint exactly
@@ -336,7 +383,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   with _Preemption() as preemption:
     while step < num_steps and not preemption.requested:
-      batch = runner.put_batch(next(train_iter))
+      host_batch = next(train_iter)
+      batch = runner.put_batch(host_batch)
       state, sums = p_train_step(state, batch)
       step += 1
       # Keep at most one step queued behind the running one: the host still
@@ -349,9 +397,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
         jax.block_until_ready(sums)
       if t_window is None:  # time from the first finished step: compile excluded
         jax.block_until_ready(sums)
-        t_window, steps_in_window = time.time(), 0
+        if step_cost:
+          step_cost(host_batch)  # the first count of a shape happens outside the timing
+        t_window, steps_in_window, window_cost = time.time(), 0, np.zeros(2)
       else:
         steps_in_window += 1
+        if step_cost:
+          window_cost += step_cost(host_batch)
       writer.advance()
 
       if step % config.train.log_every_steps == 0 or step == num_steps:
@@ -364,17 +416,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if steps_in_window:
           row['steps_per_sec'] = steps_in_window / elapsed
           row['examples_per_sec'] = row['steps_per_sec'] * batch_size
-          if tokens_per_example:
-            row['tokens_per_sec'] = row['examples_per_sec'] * tokens_per_example
+          tokens, flops = window_cost / elapsed
+          if tokens:
+            row['tokens_per_sec'] = tokens
+          if np.isfinite(flops) and flops:
+            row['flops_per_sec'] = flops
+            if step_cost.peak:
+              row['mfu'] = flops / step_cost.peak
         writer.write(step, 'train', row)
         window, pending = None, []
-        t_window, steps_in_window = time.time(), 0
+        t_window, steps_in_window, window_cost = time.time(), 0, np.zeros(2)
 
       eval_metrics = None
       if step % config.eval.every_steps == 0 or step == num_steps:
         eval_metrics = evaluate(state)
         writer.write(step, dataset.eval_split, eval_metrics)
-        t_window, steps_in_window = time.time(), 0
+        t_window, steps_in_window, window_cost = time.time(), 0, np.zeros(2)
 
       if step % config.checkpoint.every_steps == 0 or step == num_steps:
         ckpt.save(step, runner.to_saveable(state), train_iter,

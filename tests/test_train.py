@@ -18,7 +18,7 @@ import pytest
 
 from tests import helpers
 
-TIMING_KEYS = ('steps_per_sec', 'examples_per_sec', 'tokens_per_sec')
+TIMING_KEYS = ('steps_per_sec', 'examples_per_sec', 'tokens_per_sec', 'flops_per_sec', 'mfu')
 
 
 def rows(workdir, split=None):
@@ -155,6 +155,8 @@ def test_outputs_of_a_run(reference_run):
   raw = json.loads((reference_run / 'metrics.jsonl').read_text().splitlines()[1])
   assert raw['steps_per_sec'] > 0 and raw['examples_per_sec'] == pytest.approx(
       raw['steps_per_sec'] * 64)
+  # flops_per_sec / steps_per_sec is the step's count: ~0.11 GFLOP for this CNN.
+  assert raw['mfu'] > 0 and 5e7 < raw['flops_per_sec'] / raw['steps_per_sec'] < 5e8
   assert list((reference_run / 'tensorboard').glob('events.out.tfevents.*'))
   kept = sorted(int(p.name) for p in (reference_run / 'checkpoints').iterdir()
                 if p.name.isdigit())

@@ -1,0 +1,46 @@
+"""tools/benchmark.py end to end: a real train step on synthetic batches, in seconds."""
+
+import json
+import subprocess
+import sys
+
+from tests import helpers
+
+TOOL = helpers.ROOT / 'tools' / 'benchmark.py'
+
+
+def benchmark(*args, timeout=240):
+  return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True,
+                        timeout=timeout, cwd=helpers.ROOT, env=helpers.env_for())
+
+
+def test_cnn_figures_and_json(tmp_path):
+  out = tmp_path / 'cnn.json'
+  result = benchmark(f'--config={helpers.EXPERIMENTS}/benchmarks.py:cnn', '--steps=2',
+                     '--windows=2', '--warmup=1', f'--json={out}')
+  assert result.returncode == 0, result.stderr
+  assert 'MFU' in result.stdout
+  r = json.loads(out.read_text())
+  for key in ('steps_per_sec', 'examples_per_sec', 'flops_per_step', 'flops_per_sec', 'mfu',
+              'compile_seconds', 'peak_flops', 'host_max_rss_bytes', 'temp_bytes'):
+    assert r[key] > 0, key
+  assert len(r['steps_per_sec_windows']) == 2
+  assert r['examples_per_sec'] == r['steps_per_sec'] * 128
+  assert r['num_params'] == 824_458  # the flax-examples CNN on 28x28x1, 10 classes
+  # Three times the forward's ~9.3 MFLOP per image (less: no input gradient).
+  assert 2.5e9 < r['flops_per_step'] < 3.6e9
+  assert 0 < r['mfu'] <= 1
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+  for args, words in [((f'--config={tmp_path}/nope.py',), 'does not exist'),
+                      ((f'--config={helpers.EXPERIMENTS}/benchmarks.py:cnn', '--bogus=1'),
+                       'bogus'),
+                      ((f'--config={helpers.EXPERIMENTS}/benchmarks.py:cnn', '--steps=0'),
+                       '--steps'),
+                      ((f'--config={helpers.EXPERIMENTS}/benchmarks.py:cnn',
+                        '--config.optim.lrr=1'), 'lrr')]:
+    result = benchmark(*args, timeout=60)
+    assert result.returncode == 2, (args, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('deepl: error:') and words in lines[0], lines

@@ -1,0 +1,314 @@
+"""Throughput and MFU of an experiment's train step, on synthetic batches.
+
+  python tools/benchmark.py --config=experiments/benchmarks.py:gpt_mini \
+      [--steps=20 --windows=3 --warmup=2 --vocab_size=65 --json=out.json] \
+      [--config.train.batch_size=32 ...]
+
+The step is the one `deepl train` compiles: the experiment's task, model and
+optimizer (`train.make_task`, `optim.make_optimizer`), `train.train_step`
+through the runner of config.parallel, the state from `train.initial_state`.
+Only the data is made up: random examples of the shapes and dtypes the real
+source gives (images uint8 with random labels; text full-length random token
+ids), so nothing is downloaded or prepared. A text model's vocabulary is
+--vocab_size, else the config's model.vocab_size, else sentencepiece's
+data.vocab_size, else 65 for char (Tiny Shakespeare) or 16384 for word.
+
+Timing: `warmup` steps after compiling, then `windows` windows of `steps`
+steps on one device-resident batch; steps/s is the median window. Printed and
+(--json) written: compile_seconds, steps_per_sec, examples_per_sec,
+tokens_per_sec, flops_per_step (deepl.flops: XLA's cost analysis with scanned
+loops counted per iteration; xla_flops_per_step is XLA's own number),
+flops_per_sec, peak_flops and mfu (CPU: a matmul measured in this run;
+GPU/TPU: the chip's published dense peak; null if unknown), and memory: the
+compiled step's argument/output/temp sizes, the device's peak_bytes_in_use
+where it reports one, and the process's max RSS.
+
+Bad input (a missing config, an unknown flag or key) is one `deepl: error:`
+line and exit code 2, as for `deepl train`.
+"""
+
+import dataclasses
+import functools
+import json
+import resource
+import statistics
+import sys
+import time
+
+from absl import flags
+from absl import logging
+import jax
+import numpy as np
+
+from deepl import config as config_lib
+from deepl import data as data_lib
+from deepl import flops as flops_lib
+from deepl import main as cli
+from deepl import optim
+from deepl import parallel
+from deepl import train
+from deepl.data import datasets
+from deepl.errors import UserError
+
+flags.DEFINE_integer('steps', 20, 'Steps per timed window.')
+flags.DEFINE_integer('windows', 3, 'Timed windows; steps/s is their median.')
+flags.DEFINE_integer('warmup', 2, 'Untimed steps after compiling.')
+flags.DEFINE_integer('vocab_size', None, 'Text models: token ids to draw from '
+                     '(default: the config\'s, else 65 for char, 16384 for word).')
+flags.DEFINE_string('json', None, 'Also write the figures here.')
+FLAGS = flags.FLAGS
+
+DEFAULT_VOCAB = {'char': 65, 'word': 16384}
+
+
+def fail(message: str) -> None:
+  print(f'deepl: error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+# --------------------------------------------------------------- synthetic data
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticTokenizer:
+  """What the task and model need to know of a tokenizer: its vocabulary."""
+  vocab_size: int
+  kind: str = 'char'
+
+
+class SyntheticSource:
+  """Random examples with the shapes and dtypes of a real source; `gather` like one.
+
+  spec: field -> (per-example shape, dtype, low, high), values in [low, high).
+  """
+
+  def __init__(self, spec: dict, size: int = 1 << 20, seed: int = 0):
+    self.spec, self.size, self.seed = spec, size, seed
+
+  def __len__(self) -> int:
+    return self.size
+
+  def gather(self, indices) -> dict:
+    indices = np.asarray(indices, np.int64)
+    rng = np.random.default_rng([self.seed, len(indices), int(indices[:1].sum())])
+    return {k: rng.integers(low, high, (len(indices),) + shape).astype(dtype)
+            for k, (shape, dtype, low, high) in self.spec.items()}
+
+
+def text_vocab_size(config, vocab_size: int | None = None) -> int:
+  if vocab_size:
+    return vocab_size
+  if config.model.get('vocab_size'):
+    return config.model.vocab_size
+  if config.data.tokenizer == 'sentencepiece':
+    return config.data.vocab_size
+  return DEFAULT_VOCAB.get(config.data.tokenizer, 65)
+
+
+def batch_spec(config, features, num_classes, vocab: int) -> dict:
+  """field -> (shape, dtype, low, high) of one example, as deepl.data gives it."""
+  labels = ((), np.int32, 0, num_classes or 2)
+  if 'image' in features:
+    return {'image': (tuple(features['image'].shape), np.uint8, 0, 256), 'label': labels}
+  tokens = lambda n: ((n,), np.int32, 1, vocab)  # never the pad id 0
+  full = lambda n: ((), np.int32, n, n + 1)      # every position real
+  if config.task == 'causal_lm':
+    return {'tokens': tokens(config.data.context + 1)}
+  if config.task == 'seq2seq':
+    return {'inputs': tokens(config.data.max_length),
+            'input_length': full(config.data.max_length),
+            'targets': tokens(config.data.max_target + 2)}
+  # classification and masked LM: every text at the longest bucket
+  return {'tokens': tokens(config.data.max_length), 'length': full(config.data.max_length),
+          'label': labels}
+
+
+def synthetic_setup(config, vocab_size: int | None = None) -> train.Setup:
+  """The `train.build` of `config` with random data in place of the data set."""
+  features = datasets.get_builder(config.data.name).info.features  # no download
+  num_classes = datasets.NUM_CLASSES.get(config.data.name)
+  is_image = 'image' in features
+  tokenizer = None if is_image else SyntheticTokenizer(text_vocab_size(config, vocab_size),
+                                                       config.data.tokenizer)
+  source = SyntheticSource(batch_spec(config, features, num_classes,
+                                      tokenizer and tokenizer.vocab_size))
+  dataset = data_lib.Dataset(
+      name=config.data.name, splits={'train': source}, num_classes=num_classes,
+      image_shape=tuple(features['image'].shape) if is_image else None)
+  task, init_task = train.make_task(config, dataset, tokenizer)
+  tx = optim.make_optimizer(config.optim, config.train.num_steps)
+  return train.Setup(dataset, dataset.splits, tokenizer, task, init_task, tx)
+
+
+# --------------------------------------------------------------------- harness
+
+
+def _abstract(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+def compute_dtype(config) -> str:
+  return str(config.model.get('dtype', None) or 'float32')
+
+
+class Harness:
+  """One experiment's compiled train step, ready to time window by window.
+
+  Built once (compile timed); `window(steps)` returns steps/s; `report(rates)`
+  gives every figure. Side-by-side tools alternate windows of several.
+  """
+
+  def __init__(self, config, *, vocab_size: int | None = None, warmup: int = 2):
+    self.config = config
+    self.runner = runner = parallel.make_runner(config.parallel)
+    batch_size = config.train.batch_size
+    parallel.check_batch_size(batch_size, config.parallel)
+    setup = synthetic_setup(config, vocab_size)
+    self.state = train.initial_state(setup, config, runner)
+    source = setup.splits[setup.dataset.train_split]
+    host_batch = source.gather(np.arange(batch_size // jax.process_count()))
+    self.tokens_per_example = setup.task.tokens_per_example(host_batch)
+    saveable = runner.to_saveable(self.state)
+    self.num_params = sum(x.size for x in jax.tree.leaves(saveable.params))
+
+    # Counted on the unsharded step over the global batch, with init_task (pmap's
+    # task names an axis that exists only inside pmap): FLOPs of all devices.
+    global_batch = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((batch_size,) + x.shape[1:], x.dtype), host_batch)
+    self.flops_per_step, self.xla_flops_per_step = flops_lib.flop_counts(
+        functools.partial(train.train_step, task=setup.init_task, tx=setup.tx),
+        _abstract(saveable), global_batch)
+    del saveable
+
+    self.batch = runner.put_batch(host_batch)
+    step = runner.compile_train(functools.partial(train.train_step, task=setup.task,
+                                                  tx=setup.tx))
+    start = time.perf_counter()
+    self.step = step.lower(self.state, self.batch).compile()
+    self.compile_seconds = time.perf_counter() - start
+    if warmup:
+      self.window(warmup)
+
+  def window(self, steps: int) -> float:
+    """Runs `steps` steps; returns steps/s (dispatch to the last result)."""
+    start = time.perf_counter()
+    for _ in range(steps):
+      self.state, sums = self.step(self.state, self.batch)
+      if self.runner.sync_each_step:
+        jax.block_until_ready(sums)
+    jax.block_until_ready((self.state, sums))
+    return steps / (time.perf_counter() - start)
+
+  def memory(self) -> dict:
+    out = {}
+    try:
+      analysis = self.step.memory_analysis()
+    except Exception:  # pylint: disable=broad-except
+      analysis = None  # not every backend / runner reports it
+    if analysis is not None:
+      for name in ('argument', 'output', 'temp', 'alias', 'generated_code'):
+        out[f'{name}_bytes'] = int(getattr(analysis, f'{name}_size_in_bytes', 0))
+      # Arguments, outputs and temporaries live at once; donated (aliased)
+      # outputs reuse their arguments' buffers.
+      out['compiled_peak_bytes'] = (out['argument_bytes'] + out['output_bytes'] +
+                                    out['temp_bytes'] - out['alias_bytes'])
+    try:
+      stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # pylint: disable=broad-except
+      stats = {}
+    if 'peak_bytes_in_use' in stats:
+      out['device_peak_bytes_in_use'] = int(stats['peak_bytes_in_use'])
+    # Linux reports kilobytes.
+    out['host_max_rss_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return out
+
+  def report(self, rates) -> dict:
+    config = self.config
+    device = jax.devices()[0]
+    dtype = compute_dtype(config)
+    steps_per_sec = statistics.median(rates)
+    examples_per_sec = steps_per_sec * config.train.batch_size
+    flops_per_sec = self.flops_per_step * steps_per_sec
+    peak = flops_lib.system_peak_flops(dtype)
+    return {
+        'model': config.model.name, 'task': config.task, 'data': config.data.name,
+        'batch_size': config.train.batch_size, 'num_params': int(self.num_params),
+        'dtype': dtype, 'parallel': config.parallel, 'platform': device.platform,
+        'device_kind': device.device_kind, 'device_count': jax.device_count(),
+        'compile_seconds': self.compile_seconds,
+        'steps_per_sec': steps_per_sec, 'steps_per_sec_windows': list(rates),
+        'examples_per_sec': examples_per_sec,
+        'tokens_per_sec': (examples_per_sec * self.tokens_per_example
+                           if self.tokens_per_example else None),
+        'flops_per_step': self.flops_per_step,
+        'xla_flops_per_step': self.xla_flops_per_step,
+        'flops_per_sec': flops_per_sec,
+        'peak_flops': peak,
+        'peak_source': 'measured matmul' if device.platform == 'cpu' else 'published',
+        'mfu': flops_per_sec / peak if peak else None,
+        **self.memory(),
+    }
+
+
+def benchmark(config, *, steps: int = 20, windows: int = 3, warmup: int = 2,
+              vocab_size: int | None = None) -> dict:
+  """Every figure for `config`'s train step: see the module docstring."""
+  harness = Harness(config, vocab_size=vocab_size, warmup=warmup)
+  return harness.report([harness.window(steps) for _ in range(windows)])
+
+
+def format_report(r: dict) -> str:
+  g = lambda x: f'{x / 1e9:.2f}' if x else '?'
+  lines = [
+      f"{r['model']} on {r['data']} ({r['num_params']:,} params, {r['dtype']}), batch "
+      f"{r['batch_size']}, {r['device_count']} {r['device_kind']} device(s), parallel={r['parallel']}",
+      f"  compile {r['compile_seconds']:.1f} s; {r['steps_per_sec']:.3f} steps/s (median of "
+      f"{', '.join(f'{x:.3f}' for x in r['steps_per_sec_windows'])}), "
+      f"{r['examples_per_sec']:.1f} examples/s" +
+      (f", {r['tokens_per_sec']:.0f} tokens/s" if r['tokens_per_sec'] else ''),
+      f"  {g(r['flops_per_step'])} GFLOP/step (XLA alone: {g(r['xla_flops_per_step'])}), "
+      f"{g(r['flops_per_sec'])} GFLOP/s of {g(r['peak_flops'])} peak ({r['peak_source']}): "
+      + (f"MFU {100 * r['mfu']:.1f}%" if r['mfu'] else 'MFU unknown'),
+      '  memory: ' + ', '.join(f'{k} {v / 2**20:.1f} MiB' for k, v in r.items()
+                               if k.endswith('_bytes')),
+  ]
+  return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------- command
+
+
+def parse_flags(argv):
+  """The config (--config and overrides), as `deepl train` reads it; exits 2 on bad input."""
+  if any(not a.startswith('-') for a in argv[1:]):
+    fail(f'unexpected argument {next(a for a in argv[1:] if not a.startswith("-"))!r}: '
+         'pass flags only, e.g. --config=experiments/benchmarks.py:cnn')
+  _, config, _ = cli.parse(argv)
+  for name in ('steps', 'windows'):
+    if FLAGS[name].value < 1:
+      fail(f'--{name}={FLAGS[name].value} must be a positive integer')
+  if FLAGS.warmup < 0 or (FLAGS.vocab_size is not None and FLAGS.vocab_size < 2):
+    fail('--warmup must be >= 0 and --vocab_size >= 2')
+  try:
+    config_lib.validate(config)
+  except UserError as err:
+    fail(str(err))
+  return config
+
+
+def run(argv=None):
+  config = parse_flags(sys.argv if argv is None else argv)
+  logging.set_verbosity(logging.WARNING)
+  try:
+    result = benchmark(config, steps=FLAGS.steps, windows=FLAGS.windows, warmup=FLAGS.warmup,
+                       vocab_size=FLAGS.vocab_size)
+  except UserError as err:
+    fail(str(err))
+  print(format_report(result), flush=True)
+  if FLAGS.json:
+    with open(FLAGS.json, 'w') as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,251 @@
+"""JAX against PyTorch eager, side by side, on experiments/benchmarks.py's models.
+
+  pip install -e '.[bench]'     # PyTorch, for this tool only
+  python tools/torch_benchmark.py [--models=cnn,resnet20,lstm,gpt_mini] \
+      [--steps=10 --windows=3 --warmup=2 --torch_threads=0 --json=side_by_side.json]
+
+For each model: the JAX train step exactly as tools/benchmark.py builds it
+(the real `deepl train` step on synthetic batches), and its PyTorch twin here:
+the same layers and shapes, the same parameter count (printed and asserted),
+the same batch, loss, accuracy sums and SGD (momentum 0.9, lr 0.1). Windows
+of `steps` steps alternate JAX, PyTorch, JAX, ... so both see the same machine
+load; the table gives the median steps/s of each and the ratio JAX/PyTorch.
+
+Two places where the twins differ in form but not in math: PyTorch's LSTM
+carries a second bias (b_hh) that only ever appears summed with b_ih; it is
+frozen at zero here, so the trainable parameters are the same. And images go
+in NCHW, PyTorch's native layout.
+"""
+
+import json
+import os
+import statistics
+import sys
+import time
+
+from absl import flags
+import jax
+
+import benchmark  # tools/benchmark.py: the JAX harness and the shared flags
+from deepl import config as config_lib
+
+try:
+  import torch
+  from torch import nn
+  import torch.nn.functional as F
+except ImportError:
+  benchmark.fail("PyTorch is not installed: pip install -e '.[bench]' (or pip install torch)")
+
+VARIANTS = ('cnn', 'resnet20', 'lstm', 'gpt_mini')
+flags.DEFINE_list('models', list(VARIANTS), 'Which of experiments/benchmarks.py\'s variants.')
+# On a machine something else keeps busy, PyTorch's OpenMP threads wait on each
+# other at every op (measured here: the CNN at 3.5-8.9 steps/s with 2 threads,
+# 11-12 with 1, while another job held a core): pass the cores really free.
+flags.DEFINE_integer('torch_threads', 0, 'torch.set_num_threads (0: PyTorch\'s default).')
+FLAGS = flags.FLAGS
+# sibling_config looks next to a file: any path inside experiments/ will do.
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'experiments',
+                           'benchmarks.py')
+
+
+# ---------------------------------------------------------------- the twins
+
+
+class CNN(nn.Module):
+  """flax-examples MNIST CNN: conv32 avgpool conv64 avgpool dense256 dense10."""
+
+  def __init__(self, num_classes=10):
+    super().__init__()
+    self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+    self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+    self.dense1 = nn.Linear(7 * 7 * 64, 256)
+    self.dense2 = nn.Linear(256, num_classes)
+
+  def forward(self, x):
+    x = F.avg_pool2d(F.relu(self.conv1(x)), 2)
+    x = F.avg_pool2d(F.relu(self.conv2(x)), 2)
+    return self.dense2(F.relu(self.dense1(x.flatten(1))))
+
+
+class BasicBlock(nn.Module):
+  def __init__(self, cin, width, stride):
+    super().__init__()
+    self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(width)
+    self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(width)
+    self.proj = None
+    if stride != 1 or cin != width:  # option B: 1x1 conv + BN, as deepl's
+      self.proj = nn.Sequential(nn.Conv2d(cin, width, 1, stride, bias=False),
+                                nn.BatchNorm2d(width))
+
+  def forward(self, x):
+    y = F.relu(self.bn1(self.conv1(x)))
+    y = self.bn2(self.conv2(y))
+    return F.relu(y + (x if self.proj is None else self.proj(x)))
+
+
+class ResNet20(nn.Module):
+  def __init__(self, num_classes=10):
+    super().__init__()
+    self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
+                              nn.ReLU())
+    blocks, cin = [], 16
+    for i, width in enumerate((16, 32, 64)):
+      for j in range(3):
+        blocks.append(BasicBlock(cin, width, 2 if i > 0 and j == 0 else 1))
+        cin = width
+    self.blocks = nn.Sequential(*blocks)
+    self.head = nn.Linear(64, num_classes)
+
+  def forward(self, x):
+    return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+class LSTMLM(nn.Module):
+  def __init__(self, vocab=65, embed=128, hidden=512, layers=2):
+    super().__init__()
+    self.embed = nn.Embedding(vocab, embed)
+    self.lstm = nn.LSTM(embed, hidden, layers, batch_first=True)
+    for name, p in self.lstm.named_parameters():
+      if name.startswith('bias_hh'):  # see the module docstring
+        p.requires_grad_(False)
+        p.data.zero_()
+    self.head = nn.Linear(hidden, vocab)
+
+  def forward(self, tokens):
+    return self.head(self.lstm(self.embed(tokens))[0])
+
+
+class GPTBlock(nn.Module):
+  def __init__(self, width, heads):
+    super().__init__()
+    self.heads = heads
+    self.ln_attn = nn.LayerNorm(width)
+    self.qkv = nn.Linear(width, 3 * width)
+    self.out = nn.Linear(width, width)
+    self.ln_mlp = nn.LayerNorm(width)
+    self.mlp_in = nn.Linear(width, 4 * width)
+    self.mlp_out = nn.Linear(4 * width, width)
+
+  def forward(self, x):
+    b, t, w = x.shape
+    q, k, v = self.qkv(self.ln_attn(x)).split(w, dim=-1)
+    q, k, v = (z.view(b, t, self.heads, w // self.heads).transpose(1, 2) for z in (q, k, v))
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    x = x + self.out(y.transpose(1, 2).reshape(b, t, w))
+    return x + self.mlp_out(F.gelu(self.mlp_in(self.ln_mlp(x))))  # exact erf GELU
+
+
+class GPT(nn.Module):
+  """Learned positions, pre-LN blocks, final LN, output tied to the embedding."""
+
+  def __init__(self, vocab=65, layers=4, heads=4, width=256, max_len=256):
+    super().__init__()
+    self.token_embed = nn.Embedding(vocab, width)
+    self.position_embed = nn.Embedding(max_len, width)
+    self.blocks = nn.Sequential(*[GPTBlock(width, heads) for _ in range(layers)])
+    self.ln_f = nn.LayerNorm(width)
+
+  def forward(self, tokens):
+    x = self.token_embed(tokens) + self.position_embed.weight[:tokens.shape[1]]
+    return self.ln_f(self.blocks(x)) @ self.token_embed.weight.T
+
+
+# ------------------------------------------------------------------ the steps
+
+
+class TorchBench:
+  """One PyTorch eager train step per call, on a fixed random batch."""
+
+  def __init__(self, variant: str, config, vocab: int):
+    torch.manual_seed(0)
+    b = config.train.batch_size
+    self.lm = config.task == 'causal_lm'
+    if variant == 'cnn':
+      self.model = CNN()
+      self.inputs = torch.randint(0, 256, (b, 1, 28, 28), dtype=torch.uint8)
+    elif variant == 'resnet20':
+      self.model = ResNet20()
+      self.inputs = torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8)
+    elif variant == 'lstm':
+      self.model = LSTMLM(vocab)
+    else:
+      self.model = GPT(vocab, max_len=config.model.max_len)
+    if self.lm:
+      self.inputs = torch.randint(1, vocab, (b, config.data.context + 1))
+    else:
+      self.labels = torch.randint(0, 10, (b,))
+    self.model.train()
+    self.params = [p for p in self.model.parameters() if p.requires_grad]
+    self.num_params = sum(p.numel() for p in self.params)
+    self.opt = torch.optim.SGD(self.params, lr=config.optim.lr, momentum=config.optim.momentum)
+
+  def step(self):
+    if self.lm:
+      inputs, targets = self.inputs[:, :-1], self.inputs[:, 1:]
+      logits = self.model(inputs).flatten(0, 1)
+      targets = targets.flatten()
+    else:  # the JAX task scales uint8 images inside its step too
+      logits = self.model(self.inputs.float() / 255.0)
+      targets = self.labels
+    loss = F.cross_entropy(logits, targets)
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    self.opt.step()
+    with torch.no_grad():  # the metric sums the JAX step returns
+      return loss.detach(), (logits.argmax(-1) == targets).sum()
+
+  def window(self, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+      self.step()
+    return steps / (time.perf_counter() - start)
+
+
+def side_by_side(variant: str, *, steps: int, windows: int, warmup: int) -> dict:
+  config = config_lib.sibling_config(EXPERIMENTS, 'benchmarks', variant)
+  vocab = benchmark.text_vocab_size(config, FLAGS.vocab_size)
+  harness = benchmark.Harness(config, vocab_size=FLAGS.vocab_size, warmup=warmup)
+  twin = TorchBench(variant, config, vocab)
+  print(f'{variant}: parameters JAX {harness.num_params:,}, PyTorch {twin.num_params:,}',
+        file=sys.stderr, flush=True)
+  assert harness.num_params == twin.num_params, (variant, harness.num_params, twin.num_params)
+  if warmup:
+    twin.window(warmup)
+  jax_rates, torch_rates = [], []
+  for _ in range(windows):
+    jax_rates.append(harness.window(steps))
+    torch_rates.append(twin.window(steps))
+  result = {'model': variant, 'num_params': harness.num_params,
+            'jax_steps_per_sec': statistics.median(jax_rates),
+            'torch_steps_per_sec': statistics.median(torch_rates),
+            'mfu': harness.report(jax_rates)['mfu']}
+  result['ratio'] = result['jax_steps_per_sec'] / result['torch_steps_per_sec']
+  return result
+
+
+def main(argv):
+  benchmark.parse_flags(argv)
+  unknown = [m for m in FLAGS.models if m not in VARIANTS]
+  if unknown:
+    benchmark.fail(f'--models: unknown {", ".join(unknown)}; choose from {", ".join(VARIANTS)}')
+  if FLAGS.torch_threads > 0:
+    torch.set_num_threads(FLAGS.torch_threads)
+  print(f'PyTorch {torch.__version__} ({torch.get_num_threads()} threads), JAX {jax.__version__}, '
+        f'{FLAGS.steps} steps x {FLAGS.windows} windows each', flush=True)
+  rows = [side_by_side(m, steps=FLAGS.steps, windows=FLAGS.windows, warmup=FLAGS.warmup)
+          for m in FLAGS.models]
+  print(f'{"model":<10} {"params":>10} {"JAX steps/s":>12} {"PyTorch steps/s":>16} '
+        f'{"JAX/PyTorch":>12} {"JAX MFU":>8}')
+  for r in rows:
+    mfu = f"{100 * r['mfu']:.1f}%" if r['mfu'] else '?'
+    print(f"{r['model']:<10} {r['num_params']:>10,} {r['jax_steps_per_sec']:>12.3f} "
+          f"{r['torch_steps_per_sec']:>16.3f} {r['ratio']:>12.2f} {mfu:>8}")
+  if FLAGS.json:
+    with open(FLAGS.json, 'w') as f:
+      json.dump(rows, f, indent=2)
+
+
+if __name__ == '__main__':
+  main(sys.argv)
