@@ -50,6 +50,12 @@ def default_config() -> config_dict.ConfigDict:
   c.train.batch_size = 64          # global, over all processes and devices
   c.train.num_steps = 1500
   c.train.log_every_steps = 50
+  # Activations and matmuls in this dtype ('float32' | 'bfloat16' | 'float16');
+  # parameters, optimizer state and losses stay float32. model.dtype overrides.
+  c.train.compute_dtype = 'float32'
+  # Transformers: recompute each block's activations in the backward pass
+  # (less memory for about a third more compute).
+  c.train.remat = False
 
   c.optim = config_dict.ConfigDict()
   c.optim.name = 'sgd'
@@ -116,6 +122,14 @@ def flatten(d, prefix=''):
   return out
 
 
+COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+def compute_dtype(config) -> str:
+  """The dtype the model computes in: model.dtype if the experiment sets it."""
+  return str(config.model.get('dtype') or config.train.compute_dtype)
+
+
 def validate(config: config_dict.ConfigDict) -> None:
   """Raises UserError naming the first bad key and how to fix it."""
   defaults = flatten(default_config())
@@ -139,6 +153,9 @@ def validate(config: config_dict.ConfigDict) -> None:
       raise UserError(f'config.{key}={given[key]} must be a positive integer')
   if config.eval.batch_size < 0:
     raise UserError('config.eval.batch_size must be >= 0 (0 means the train batch size)')
+  if config.train.compute_dtype not in COMPUTE_DTYPES:
+    raise UserError(f'config.train.compute_dtype={config.train.compute_dtype!r}: use one of '
+                    f'{", ".join(COMPUTE_DTYPES)}')
   if config.data.sort_window < 0:
     raise UserError('config.data.sort_window must be >= 0 (0 means random batches)')
   if config.parallel not in PARALLEL_MODES:
@@ -173,4 +190,17 @@ def load_run_config(workdir: str) -> config_dict.ConfigDict:
     raise UserError(f'{workdir} holds no run (no config.json): train one with '
                     f'deepl train --workdir={workdir}')
   with open(path) as f:
-    return config_dict.ConfigDict(json.load(f))
+    saved = json.load(f)
+  # Keys added to deepl since the run was written take their defaults.
+  config = default_config()
+  _merge(config, saved)
+  return config
+
+
+def _merge(config: config_dict.ConfigDict, saved: dict) -> None:
+  for key, value in saved.items():
+    if isinstance(value, dict) and key != 'model' and isinstance(config.get(key),
+                                                                 config_dict.ConfigDict):
+      _merge(config[key], value)
+    else:  # the model's fields are its own: never mixed with the default model's
+      config[key] = config_dict.ConfigDict(value) if isinstance(value, dict) else value

@@ -61,6 +61,13 @@ def make_task(config, dataset, tokenizer=None):
   if seq2seq and 'max_len' in fields:
     # The encoder reads max_length tokens, the decoder BOS + max_target.
     model_kwargs.setdefault('max_len', max(config.data.max_length, config.data.max_target + 1))
+  if 'dtype' in fields:
+    model_kwargs.setdefault('dtype', jax.numpy.dtype(config.train.compute_dtype))
+  if config.train.remat:
+    if 'remat' not in fields:
+      raise UserError(f"model {config.model.name!r} has no remat option (the transformers "
+                      'have): set train.remat=False')
+    model_kwargs.setdefault('remat', True)
   task_cls = tasks.get(config.task)
   options = dict(augment=config.data.augment,
                  tokens_are_chars=tokenizer is not None and config.data.tokenizer == 'char')
@@ -274,7 +281,7 @@ class StepCost:
     self.failed = False
     self.peak = None
     try:
-      self.peak = flops_lib.system_peak_flops(config.model.get('dtype') or 'float32')
+      self.peak = flops_lib.system_peak_flops(config_lib.compute_dtype(config))
     except Exception as err:  # pylint: disable=broad-except
       self._warn(err)
 

@@ -84,6 +84,8 @@ def test_bad_values(override, needle):
 
 
 @pytest.mark.parametrize('override,needle', [
+    ('--config.train.remat=True', "model 'cnn' has no remat option"),
+    ('--config.train.compute_dtype=fp8', 'use one of float32, bfloat16, float16'),
     ('--config.model.name=resnet2', "did you mean 'resnet20'"),
     ('--config.data.name=mnits', "did you mean 'mnist'"),
     ('--config.optim.name=adamm', "did you mean 'adamw'"),

@@ -231,3 +231,19 @@ def test_two_processes_match_one(tfds_data_dir, tmp_path):
   np.testing.assert_allclose(two, one, rtol=2e-5)
   assert rows(multi, 'test')[-1]['accuracy'] == pytest.approx(
       rows(single, 'test')[-1]['accuracy'], abs=1e-6)
+
+
+def test_bfloat16_compute_follows_the_float32_loss_curve(reference_run, tfds_data_dir, tmp_path):
+  workdir = tmp_path / 'bf16'
+  result = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
+                         '--config.train.compute_dtype=bfloat16', *RESUME_ARGS)
+  assert result.returncode == 0, result.stderr
+  fp32, bf16 = (np.array([r['loss'] for r in rows(w, 'train')]) for w in (reference_run, workdir))
+  assert len(fp32) == len(bf16) == 32
+  assert not np.array_equal(fp32, bf16)  # bfloat16 really computed
+  np.testing.assert_allclose(bf16, fp32, rtol=0.1, atol=0.02)
+  # Parameters stay float32 in the checkpoint.
+  assert {v.dtype.name for v in final_state(workdir)[1].values()} <= {'float32', 'int32',
+                                                                       'uint32'}
+  accuracy = [rows(w, 'test')[-1]['accuracy'] for w in (reference_run, workdir)]
+  assert abs(accuracy[0] - accuracy[1]) < 0.02

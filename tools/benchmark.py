@@ -147,10 +147,6 @@ def _abstract(tree):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
 
 
-def compute_dtype(config) -> str:
-  return str(config.model.get('dtype', None) or 'float32')
-
-
 class Harness:
   """One experiment's compiled train step, ready to time window by window.
 
@@ -225,7 +221,7 @@ class Harness:
   def report(self, rates) -> dict:
     config = self.config
     device = jax.devices()[0]
-    dtype = compute_dtype(config)
+    dtype = config_lib.compute_dtype(config)
     steps_per_sec = statistics.median(rates)
     examples_per_sec = steps_per_sec * config.train.batch_size
     flops_per_sec = self.flops_per_step * steps_per_sec

@@ -48,6 +48,7 @@ everywhere, residual projections normal(0.02 / sqrt(2 * num_layers)).
                             train=False)                      # (b, 2)
 """
 
+import dataclasses
 import math
 from typing import Any
 
@@ -59,8 +60,8 @@ from deepl.models import transformer
 _INIT = transformer.DEFAULT_INIT
 
 
-class BertEncoder(nn.Module):
-  """Tokens (b, L) -> hidden states (b, 1 + L, W); index 0 is [CLS].
+class EncoderFields(nn.Module):
+  """The encoder's settings, shared by the encoder and every model holding one.
 
   Attributes:
     vocab_size: number of token ids.
@@ -74,6 +75,8 @@ class BertEncoder(nn.Module):
       only with train=True.
     dtype: compute dtype; parameters stay float32.
     attention_implementation: None (JAX picks), 'xla' or 'cudnn'.
+    remat: recompute each block's activations in the backward pass (less
+      memory for about a third more compute).
   """
   vocab_size: int
   num_layers: int = 4
@@ -84,6 +87,14 @@ class BertEncoder(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   attention_implementation: str | None = None
+  remat: bool = False
+
+
+class BertEncoder(EncoderFields):
+  """Tokens (b, L) -> hidden states (b, 1 + L, W); index 0 is [CLS].
+
+  Attributes: see EncoderFields.
+  """
 
   def setup(self):
     # setup() so that the MLM head can reach the tied embedding via logits().
@@ -143,7 +154,7 @@ class BertEncoder(nn.Module):
     valid = jnp.concatenate([jnp.ones((batch, 1), bool), valid], axis=1)
     mask = transformer.key_padding_mask(valid)
     for block in self.blocks:
-      x = block(x, train=train, mask=mask)
+      x = transformer.run_block(block, x, remat=self.remat, train=train, mask=mask)
     return self.ln_f(x)
 
   def logits(self, x):
@@ -151,30 +162,20 @@ class BertEncoder(nn.Module):
     return self.embed.logits(x)
 
 
+_ENCODER_FIELDS = tuple(f.name for f in dataclasses.fields(EncoderFields)
+                        if f.name not in ('parent', 'name'))
+
+
 def _encoder(model) -> BertEncoder:
   """The shared encoder, named 'encoder' in every model (see init_from)."""
-  return BertEncoder(
-      model.vocab_size, num_layers=model.num_layers,
-      num_heads=model.num_heads, width=model.width, mlp_dim=model.mlp_dim,
-      max_len=model.max_len, dropout=model.dropout, dtype=model.dtype,
-      attention_implementation=model.attention_implementation,
-      name='encoder')
+  return BertEncoder(**{f: getattr(model, f) for f in _ENCODER_FIELDS}, name='encoder')
 
 
-class BertMLM(nn.Module):
+class BertMLM(EncoderFields):
   """Encoder + masked-LM head: tokens (b, L) -> logits (b, L, vocab_size).
 
-  Attributes: those of BertEncoder.
+  Attributes: those of EncoderFields.
   """
-  vocab_size: int
-  num_layers: int = 4
-  num_heads: int = 4
-  width: int = 256
-  mlp_dim: int = 0
-  max_len: int = 128
-  dropout: float = 0.0
-  dtype: Any = jnp.float32
-  attention_implementation: str | None = None
 
   @nn.compact
   def __call__(self, tokens, lengths=None, *, train: bool, masked=None,
@@ -200,25 +201,16 @@ class BertMLM(nn.Module):
     return encoder.logits(x) + bias
 
 
-class BertClassifier(nn.Module):
+class BertClassifier(EncoderFields):
   """Encoder + [CLS] head: tokens (b, L), lengths (b,) -> logits (b, classes).
 
   Attributes:
     vocab_size: number of token ids.
     num_classes: number of output logits.
-    Others: those of BertEncoder; `dropout` also applies to the pooled
+    Others: those of EncoderFields; `dropout` also applies to the pooled
       [CLS] vector.
   """
-  vocab_size: int
   num_classes: int = 2
-  num_layers: int = 4
-  num_heads: int = 4
-  width: int = 256
-  mlp_dim: int = 0
-  max_len: int = 128
-  dropout: float = 0.0
-  dtype: Any = jnp.float32
-  attention_implementation: str | None = None
 
   @nn.compact
   def __call__(self, tokens, lengths=None, *, train: bool):
@@ -233,24 +225,15 @@ class BertClassifier(nn.Module):
     return x.astype(jnp.float32)
 
 
-class BertTokenClassifier(nn.Module):
+class BertTokenClassifier(EncoderFields):
   """Encoder + per-token head: tokens (b, L) -> logits (b, L, num_classes).
 
   Attributes:
     vocab_size: number of token ids.
     num_classes: classes per token (e.g. tags).
-    Others: those of BertEncoder; `dropout` also applies before the head.
+    Others: those of EncoderFields; `dropout` also applies before the head.
   """
-  vocab_size: int
-  num_classes: int
-  num_layers: int = 4
-  num_heads: int = 4
-  width: int = 256
-  mlp_dim: int = 0
-  max_len: int = 128
-  dropout: float = 0.0
-  dtype: Any = jnp.float32
-  attention_implementation: str | None = None
+  num_classes: int = dataclasses.field(kw_only=True)  # after the defaulted fields
 
   @nn.compact
   def __call__(self, tokens, lengths=None, *, train: bool):

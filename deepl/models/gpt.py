@@ -60,6 +60,8 @@ class GPT(nn.Module):
       nanoGPT's Shakespeare config turns them off).
     dtype: compute dtype; parameters stay float32 and logits are float32.
     attention_implementation: None (JAX picks), 'xla' or 'cudnn'.
+    remat: recompute each block's activations in the backward pass (less
+      memory for about a third more compute).
   """
   vocab_size: int
   num_layers: int = 6
@@ -73,6 +75,7 @@ class GPT(nn.Module):
   use_bias: bool = True
   dtype: Any = jnp.float32
   attention_implementation: str | None = None
+  remat: bool = False
 
   def setup(self):
     # setup() rather than compact: __call__ and decode share these.
@@ -106,7 +109,7 @@ class GPT(nn.Module):
     self._check_length(tokens.shape[-1])
     x = self.drop(self.embed(tokens), deterministic=not train)
     for block in self.blocks:
-      x = block(x, train=train)
+      x = transformer.run_block(block, x, remat=self.remat, train=train)
     return self.embed.logits(self.ln_f(x))
 
   def init_cache(self, batch_size: int):

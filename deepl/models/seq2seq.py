@@ -56,6 +56,8 @@ class EncoderDecoder(nn.Module):
     use_bias: biases in the Dense layers and LayerNorms.
     dtype: compute dtype; parameters stay float32 and logits are float32.
     attention_implementation: None (JAX picks), 'xla' or 'cudnn'.
+    remat: recompute each block's activations in the backward pass (less
+      memory for about a third more compute).
   """
   vocab_size: int
   num_layers: int = 3
@@ -68,6 +70,7 @@ class EncoderDecoder(nn.Module):
   use_bias: bool = True
   dtype: Any = jnp.float32
   attention_implementation: str | None = None
+  remat: bool = False
 
   def setup(self):
     transformer.check_heads(self.width, self.num_heads)
@@ -112,7 +115,8 @@ class EncoderDecoder(nn.Module):
     x = self.drop(x, deterministic=not train)
     context_mask = self._source_mask(input_length, inputs.shape[-1])
     for block in self.decoder_blocks:
-      x = block(x, train=train, context=memory, context_mask=context_mask)
+      x = transformer.run_block(block, x, remat=self.remat, train=train, context=memory,
+                                context_mask=context_mask)
     return self.embed.logits(self.decoder_norm(x))
 
   def encode(self, inputs, input_length, *, train: bool = False):
@@ -124,7 +128,7 @@ class EncoderDecoder(nn.Module):
     x = self.drop(x, deterministic=not train)
     mask = self._source_mask(input_length, length)
     for block in self.encoder_blocks:
-      x = block(x, train=train, mask=mask)
+      x = transformer.run_block(block, x, remat=self.remat, train=train, mask=mask)
     return self.encoder_norm(x)
 
   def init_cache(self, batch_size: int):

@@ -210,6 +210,24 @@ class MultiHeadAttention(nn.Module):
     return out if cache is None else (out, cache)
 
 
+def run_block(block, x, *, remat: bool = False, **kwargs):
+  """block(x, **kwargs); with remat, its activations are recomputed in the backward pass.
+
+  Rematerialisation trades about a third more compute for not keeping every
+  block's activations alive until the backward pass. Python values among
+  kwargs (train) stay static; arrays (masks, context) are passed through.
+  """
+  if not remat:
+    return block(x, **kwargs)
+  static = {k: v for k, v in kwargs.items() if v is None or isinstance(v, (bool, int, float))}
+  names = [k for k in kwargs if k not in static]
+
+  def forward(module, y, *arrays):
+    return module(y, **static, **dict(zip(names, arrays)))
+
+  return nn.remat(forward)(block, x, *(kwargs[k] for k in names))
+
+
 class Block(nn.Module):
   """Pre-LayerNorm transformer block.
 
