@@ -35,6 +35,10 @@ flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, '
 flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-process runs).')
 flags.DEFINE_integer('process_id', None, 'This process\'s index (multi-process runs).')
 
+flags.DEFINE_string('compilation_cache', os.path.join('~', '.cache', 'deepl', 'xla'),
+                    'Persistent XLA compilation cache: a rerun or resume of the same '
+                    'experiment skips compiling. "" turns it off; JAX_COMPILATION_CACHE_DIR '
+                    'wins if set.')
 flags.DEFINE_string('prompt', None, 'sample: the text to continue.')
 flags.DEFINE_integer('length', 500, 'sample: how many tokens to generate.')
 flags.DEFINE_float('temperature', 1.0, 'sample: softmax temperature (> 0).')
@@ -112,6 +116,13 @@ def parse(argv):
   return command, config, workdir
 
 
+def _use_compilation_cache(folder: str) -> None:
+  if not folder or os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_compilation_cache_dir', os.path.expanduser(folder))
+
+
 def run(argv=None):
   argv = sys.argv if argv is None else argv
   command, config, workdir = parse(argv)
@@ -122,6 +133,7 @@ def run(argv=None):
     _fail('deepl evaluate needs --workdir=<a run>, e.g. --workdir=runs/mnist_cnn')
   try:
     config_lib.validate(config)
+    _use_compilation_cache(FLAGS.compilation_cache)
     if FLAGS.distributed or FLAGS.coordinator_address or FLAGS.num_processes:
       import jax  # pylint: disable=g-import-not-at-top
       jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,

@@ -328,7 +328,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   where = dict(process_index=jax.process_index(), process_count=jax.process_count())
   train_iter = data_lib.train_iterator(splits[dataset.train_split],
                                        global_batch_size=batch_size, seed=config.seed,
-                                       sort_window=config.data.sort_window, **where)
+                                       sort_window=config.data.sort_window,
+                                       prefetch=config.data.prefetch, **where)
 
   # --- State -----------------------------------------------------------------
   state = initial_state(setup, config, runner)

@@ -247,3 +247,22 @@ def test_bfloat16_compute_follows_the_float32_loss_curve(reference_run, tfds_dat
                                                                        'uint32'}
   accuracy = [rows(w, 'test')[-1]['accuracy'] for w in (reference_run, workdir)]
   assert abs(accuracy[0] - accuracy[1]) < 0.02
+
+
+def test_compilation_cache_is_written_and_reused(tfds_data_dir, tmp_path):
+  cache = tmp_path / 'cache'
+  # Cache every program, however fast it compiles (JAX's default skips those under 1 s).
+  env = {'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
+  runs = []
+  for name in ('first', 'again'):
+    workdir = tmp_path / name
+    result = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
+                           '--config.train.num_steps=10', '--config.eval.every_steps=10',
+                           f'--compilation_cache={cache}', env=env)
+    assert result.returncode == 0, result.stderr
+    runs.append(rows(workdir))
+    if name == 'first':
+      entries = sorted(p.name for p in cache.iterdir())
+      assert any(e.startswith('jit_train_step') for e in entries), entries
+  assert sorted(p.name for p in cache.iterdir()) == entries  # all reused, nothing new
+  assert runs[0] == runs[1]
