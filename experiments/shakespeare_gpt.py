@@ -9,7 +9,14 @@
       --temperature=0.8 --top_k=40
 
 nanoGPT reports a validation loss of 1.4697 after 5,000 steps on one A100 for the full size.
-Measured here (2 CPU cores, :cpu): not yet measured end to end (issue 4 is open)
+
+Measured here (2 CPU cores), :cpu (4 layers, 4 heads, width 128, rotary positions, dropout 0.1,
+801,792 parameters): validation loss 1.461 nats/char (2.11 bits/char) after 2,500 steps, 1,130 s
+wall; 1.623 at step 1,000 (7.3 min of training), 1.482 at step 2,000 (14.7 min). 2.34 steps/s,
+9,600 tokens/s, 56 GFLOP/s (MFU 50% of the matmul peak measured in the run). At equal training
+time it is ahead of shakespeare_lstm (1.662 at 7.6 min, 1.489 at 15.2 min, 1.458 at 22.7 min),
+not of shakespeare_gru (1.438 at 11.9 min). The same shape with learned positions and no dropout
+reached 1.494 (1.719 at step 1,000).
 """
 
 from ml_collections import config_dict
@@ -33,10 +40,10 @@ def get_config(arg=None):
   if arg == 'cpu':
     c.model = config_dict.ConfigDict({
         'name': 'gpt', 'num_layers': 4, 'num_heads': 4, 'width': 128, 'max_len': 128,
-        'dropout': 0.0})
+        'dropout': 0.1, 'position': 'rotary'})
     c.data.context = 128
     c.train.batch_size = 32
-    c.train.num_steps = 3000
+    c.train.num_steps = 2500
     c.optim.lr = 2e-3
     c.optim.warmup_steps = 100
     c.eval.every_steps = 500
