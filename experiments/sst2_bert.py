@@ -14,7 +14,12 @@ pre-trained parameters and tokenizer (only the pooler and head start fresh):
 The encoder is BERT-Mini's shape (4 layers, 4 heads, width 256) with a
 64-token context: about 3.2M parameters plus the word embeddings.
 
-Measured here: not yet measured end to end (issue 4 is open)
+Measured here (2 CPU cores, length-sorted batches): pre-training 2,500 steps, 910 s, ~3.1
+steps/s, reaches a masked-token loss of 6.46 (accuracy 5.7%) on GLUE dev: barely past
+predicting word frequencies. Fine-tuning from it: 72.02% on GLUE dev after 1,500 steps (73.51%
+at step 1,000), 467 s, ~4 steps/s. Far below the recurrent models (sst2_lstm 84.29%): SST-2's
+67k short phrases are too little text for masked-LM pre-training at this length; a subword
+tokenizer, much longer pre-training or more (unlabelled) text are the next things to try.
 """
 
 from ml_collections import config_dict
@@ -38,6 +43,7 @@ def get_config(arg=None):
   c.data.tokenizer = 'word'
   c.data.min_count = 2
   c.data.max_length = 64             # = max_len: every sentence fits
+  c.data.sort_window = 16            # batches of similar lengths: ~4x less padding
   c.train.batch_size = 64
   c.train.log_every_steps = 100
   c.optim.name = 'adamw'
@@ -49,11 +55,11 @@ def get_config(arg=None):
   if variant == 'pretrain':
     c.model = config_dict.ConfigDict({'name': 'bert_mlm', **ENCODER})
     c.task = 'masked_lm'
-    c.train.num_steps = 5000
+    c.train.num_steps = 2500
     c.optim.lr = 1e-3
-    c.optim.warmup_steps = 300
-    c.eval.every_steps = 1000
-    c.checkpoint.every_steps = 1000
+    c.optim.warmup_steps = 200
+    c.eval.every_steps = 500
+    c.checkpoint.every_steps = 500
   else:
     c.model = config_dict.ConfigDict({'name': 'bert_classifier', **ENCODER})
     c.task = 'classification'
@@ -61,7 +67,7 @@ def get_config(arg=None):
     c.train.num_steps = 1500
     c.optim.lr = 2e-4
     c.optim.warmup_steps = 150
-    c.eval.every_steps = 500
-    c.checkpoint.every_steps = 500
+    c.eval.every_steps = 250
+    c.checkpoint.every_steps = 250
     c.checkpoint.best_metric = 'accuracy'
   return c
