@@ -3,8 +3,10 @@
   deepl train --config=experiments/sst2_gru.py --workdir=runs/sst2_gru \
       --config.data.manual_dir=../shared/data/sst2
 
-Measured here (2 CPU cores): 82.57% validation accuracy after 1,000 steps (80.50% at 500), 225 s
-(4.7 steps/s); with 1,500 steps: 83.03% at step 1,000, 82.45% at the end.
+Measured here (2 CPU cores), sst2_lstm's recipe (length-sorted batches, dropout 0.5, 3,000
+steps): 84.86% validation accuracy (GLUE dev) at the end (83.94% at step 1,000, 84.86% at
+1,500), 206 s wall on an idle machine. The earlier recipe (random batches, no dropout, 1,000
+steps) ended at 82.57%.
 """
 
 from deepl.config import sibling_config
