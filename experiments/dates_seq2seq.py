@@ -13,6 +13,8 @@ Offline: the data is generated, nothing is downloaded.
 
 Measured here (2 CPU cores): validation exact match 100.0%, BLEU 1.000, token accuracy 1.000
 after 1,000 steps (93.5% exact match at step 500), 95 s wall while other jobs shared the cores.
+The held-out test split, same run: 100.0% exact match, BLEU 1.000
+(deepl evaluate --workdir=runs/dates_seq2seq --split=test).
 """
 
 from ml_collections import config_dict
