@@ -36,6 +36,12 @@ def tfds_data_dir(tmp_path_factory) -> pathlib.Path:
   return tmp_path_factory.mktemp('tensorflow_datasets')
 
 
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory):
+  """The `deepl` runs of a session share a compilation cache, not the user's ~/.cache."""
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path_factory.mktemp('xla_cache'))
+
+
 def pytest_addoption(parser):
   parser.addoption('--runslow', action='store_true',
                    help='also run the long training runs marked slow')

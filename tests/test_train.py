@@ -251,8 +251,9 @@ def test_bfloat16_compute_follows_the_float32_loss_curve(reference_run, tfds_dat
 
 def test_compilation_cache_is_written_and_reused(tfds_data_dir, tmp_path):
   cache = tmp_path / 'cache'
-  # Cache every program, however fast it compiles (JAX's default skips those under 1 s).
-  env = {'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
+  # Cache every program, however fast it compiles (JAX's default skips those under 1 s);
+  # the flag, not the session's cache from conftest, names the folder.
+  env = {'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0', 'JAX_COMPILATION_CACHE_DIR': ''}
   runs = []
   for name in ('first', 'again'):
     workdir = tmp_path / name
