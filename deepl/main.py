@@ -52,7 +52,8 @@ flags.DEFINE_integer('step', None, 'evaluate: the checkpoint step (default: the 
 COMMANDS = ('train', 'sample', 'evaluate')
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
+  """Bad input: one line on stderr, exit code 2 (the tools use it too)."""
   print(f'deepl: error: {message}', file=sys.stderr)
   sys.exit(2)
 
@@ -96,7 +97,7 @@ def parse(argv):
   if args and not args[0].startswith('-'):
     command = args.pop(0)
     if command not in COMMANDS:
-      _fail(f"unknown command '{command}'{suggest(command, COMMANDS)}; "
+      fail(f"unknown command '{command}'{suggest(command, COMMANDS)}; "
             f"commands: {', '.join(COMMANDS)}")
   if _config_path(args) is None:  # the embedded default experiment
     args.insert(0, f'--config={config_lib.__file__}')
@@ -106,10 +107,10 @@ def parse(argv):
     config = FLAGS.config
     config.to_dict()  # config_flags defers load errors to the first access
   except flags.Error as err:
-    _fail(_explain_flag_error(err, argv) if 'config' in str(err) else str(err))
+    fail(_explain_flag_error(err, argv) if 'config' in str(err) else str(err))
   except (OSError, AttributeError, KeyError, TypeError, ValueError, SyntaxError,
           ImportError) as err:
-    _fail(_explain_flag_error(err, argv))
+    fail(_explain_flag_error(err, argv))
   path = _config_path(argv)
   name = 'digits_cnn' if path == config_lib.__file__ else os.path.splitext(os.path.basename(path))[0]
   workdir = FLAGS.workdir or os.path.join('runs', name)
@@ -128,9 +129,9 @@ def run(argv=None):
   command, config, workdir = parse(argv)
   logging.set_verbosity(logging.WARNING)
   if command == 'sample' and not FLAGS.workdir:
-    _fail('deepl sample needs --workdir=<a language-model run>, e.g. --workdir=runs/shakespeare_lstm')
+    fail('deepl sample needs --workdir=<a language-model run>, e.g. --workdir=runs/shakespeare_lstm')
   if command == 'evaluate' and not FLAGS.workdir:
-    _fail('deepl evaluate needs --workdir=<a run>, e.g. --workdir=runs/mnist_cnn')
+    fail('deepl evaluate needs --workdir=<a run>, e.g. --workdir=runs/mnist_cnn')
   try:
     config_lib.validate(config)
     _use_compilation_cache(FLAGS.compilation_cache)
@@ -153,7 +154,7 @@ def run(argv=None):
           temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
           seed=FLAGS.seed))
   except UserError as err:
-    _fail(str(err))
+    fail(str(err))
 
 
 if __name__ == '__main__':

@@ -293,19 +293,23 @@ class StepCost:
 
   def __call__(self, host_batch) -> tuple[float, float]:
     """(tokens, FLOPs) of the global step whose local batch is `host_batch`."""
+    return self.counts(host_batch)[:2]
+
+  def counts(self, host_batch) -> tuple[float, float, float]:
+    """(tokens, FLOPs, XLA's own FLOP count with each scan body once)."""
     key = tuple((k, v.shape[1:], str(v.dtype)) for k, v in sorted(host_batch.items()))
     if key not in self._known:
       # init_task: pmap's task names an axis that only exists inside pmap.
       batch = {k: jax.ShapeDtypeStruct((self._batch_size,) + v.shape[1:], v.dtype)
                for k, v in host_batch.items()}
-      flops = float('nan')
+      flops = xla = float('nan')
       if not self.failed:
         try:
-          flops = flops_lib.flops_per_step(self._fn, self._state, batch)
+          flops, xla = flops_lib.flop_counts(self._fn, self._state, batch)
         except Exception as err:  # pylint: disable=broad-except
           self._warn(err)
       tokens = self._task.tokens_per_example(host_batch)
-      self._known[key] = ((tokens or 0) * self._batch_size, flops)
+      self._known[key] = ((tokens or 0) * self._batch_size, flops, xla)
     return self._known[key]
 
 

@@ -42,7 +42,6 @@ import numpy as np
 
 from deepl import config as config_lib
 from deepl import data as data_lib
-from deepl import flops as flops_lib
 from deepl import main as cli
 from deepl import optim
 from deepl import parallel
@@ -59,11 +58,6 @@ flags.DEFINE_string('json', None, 'Also write the figures here.')
 FLAGS = flags.FLAGS
 
 DEFAULT_VOCAB = {'char': 65, 'word': 16384}
-
-
-def fail(message: str) -> None:
-  print(f'deepl: error: {message}', file=sys.stderr)
-  sys.exit(2)
 
 
 # --------------------------------------------------------------- synthetic data
@@ -143,10 +137,6 @@ def synthetic_setup(config, vocab_size: int | None = None) -> train.Setup:
 # --------------------------------------------------------------------- harness
 
 
-def _abstract(tree):
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
-
-
 class Harness:
   """One experiment's compiled train step, ready to time window by window.
 
@@ -163,18 +153,12 @@ class Harness:
     self.state = train.initial_state(setup, config, runner)
     source = setup.splits[setup.dataset.train_split]
     host_batch = source.gather(np.arange(batch_size // jax.process_count()))
-    self.tokens_per_example = setup.task.tokens_per_example(host_batch)
-    saveable = runner.to_saveable(self.state)
-    self.num_params = sum(x.size for x in jax.tree.leaves(saveable.params))
-
-    # Counted on the unsharded step over the global batch, with init_task (pmap's
-    # task names an axis that exists only inside pmap): FLOPs of all devices.
-    global_batch = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct((batch_size,) + x.shape[1:], x.dtype), host_batch)
-    self.flops_per_step, self.xla_flops_per_step = flops_lib.flop_counts(
-        functools.partial(train.train_step, task=setup.init_task, tx=setup.tx),
-        _abstract(saveable), global_batch)
-    del saveable
+    # The counts `deepl train` logs: the global step's tokens and FLOPs (scans
+    # counted per trip, and XLA's own number), and the device peak.
+    self.cost = train.StepCost(setup, config, runner, self.state)
+    self.tokens_per_step, self.flops_per_step, self.xla_flops_per_step = self.cost.counts(
+        host_batch)
+    self.num_params = sum(x.size for x in jax.tree.leaves(runner.to_saveable(self.state).params))
 
     self.batch = runner.put_batch(host_batch)
     step = runner.compile_train(functools.partial(train.train_step, task=setup.task,
@@ -225,7 +209,7 @@ class Harness:
     steps_per_sec = statistics.median(rates)
     examples_per_sec = steps_per_sec * config.train.batch_size
     flops_per_sec = self.flops_per_step * steps_per_sec
-    peak = flops_lib.system_peak_flops(dtype)
+    peak = self.cost.peak
     return {
         'model': config.model.name, 'task': config.task, 'data': config.data.name,
         'batch_size': config.train.batch_size, 'num_params': int(self.num_params),
@@ -234,8 +218,7 @@ class Harness:
         'compile_seconds': self.compile_seconds,
         'steps_per_sec': steps_per_sec, 'steps_per_sec_windows': list(rates),
         'examples_per_sec': examples_per_sec,
-        'tokens_per_sec': (examples_per_sec * self.tokens_per_example
-                           if self.tokens_per_example else None),
+        'tokens_per_sec': self.tokens_per_step * steps_per_sec or None,
         'flops_per_step': self.flops_per_step,
         'xla_flops_per_step': self.xla_flops_per_step,
         'flops_per_sec': flops_per_sec,
@@ -277,18 +260,18 @@ def format_report(r: dict) -> str:
 def parse_flags(argv):
   """The config (--config and overrides), as `deepl train` reads it; exits 2 on bad input."""
   if any(not a.startswith('-') for a in argv[1:]):
-    fail(f'unexpected argument {next(a for a in argv[1:] if not a.startswith("-"))!r}: '
+    cli.fail(f'unexpected argument {next(a for a in argv[1:] if not a.startswith("-"))!r}: '
          'pass flags only, e.g. --config=experiments/benchmarks.py:cnn')
   _, config, _ = cli.parse(argv)
   for name in ('steps', 'windows'):
     if FLAGS[name].value < 1:
-      fail(f'--{name}={FLAGS[name].value} must be a positive integer')
+      cli.fail(f'--{name}={FLAGS[name].value} must be a positive integer')
   if FLAGS.warmup < 0 or (FLAGS.vocab_size is not None and FLAGS.vocab_size < 2):
-    fail('--warmup must be >= 0 and --vocab_size >= 2')
+    cli.fail('--warmup must be >= 0 and --vocab_size >= 2')
   try:
     config_lib.validate(config)
   except UserError as err:
-    fail(str(err))
+    cli.fail(str(err))
   return config
 
 
@@ -299,7 +282,7 @@ def run(argv=None):
     result = benchmark(config, steps=FLAGS.steps, windows=FLAGS.windows, warmup=FLAGS.warmup,
                        vocab_size=FLAGS.vocab_size)
   except UserError as err:
-    fail(str(err))
+    cli.fail(str(err))
   print(format_report(result), flush=True)
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:

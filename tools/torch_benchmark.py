@@ -28,13 +28,14 @@ import jax
 
 import benchmark  # tools/benchmark.py: the JAX harness and the shared flags
 from deepl import config as config_lib
+from deepl import main as cli
 
 try:
   import torch
   from torch import nn
   import torch.nn.functional as F
 except ImportError:
-  benchmark.fail("PyTorch is not installed: pip install -e '.[bench]' (or pip install torch)")
+  cli.fail("PyTorch is not installed: pip install -e '.[bench]' (or pip install torch)")
 
 VARIANTS = ('cnn', 'resnet20', 'lstm', 'gpt_mini')
 flags.DEFINE_list('models', list(VARIANTS), 'Which of experiments/benchmarks.py\'s variants.')
@@ -229,7 +230,7 @@ def main(argv):
   benchmark.parse_flags(argv)
   unknown = [m for m in FLAGS.models if m not in VARIANTS]
   if unknown:
-    benchmark.fail(f'--models: unknown {", ".join(unknown)}; choose from {", ".join(VARIANTS)}')
+    cli.fail(f'--models: unknown {", ".join(unknown)}; choose from {", ".join(VARIANTS)}')
   if FLAGS.torch_threads > 0:
     torch.set_num_threads(FLAGS.torch_threads)
   print(f'PyTorch {torch.__version__} ({torch.get_num_threads()} threads), JAX {jax.__version__}, '
