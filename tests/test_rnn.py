@@ -125,6 +125,46 @@ def test_scan_matches_numpy_loop(cell):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def _plain_scan(cell, w_h, b_h, carry, xw, mask):
+  """The recurrence as an ordinary lax.scan, differentiated by JAX itself."""
+  def body(c, inputs):
+    xw_t, mask_t = inputs
+    hw = rnn._recurrent_half(c[-1], w_h, b_h)  # pylint: disable=protected-access
+    return rnn._masked_step(cell, c, xw_t, hw, mask_t)  # pylint: disable=protected-access
+  return jax.lax.scan(body, carry, (xw, mask))
+
+
+@pytest.mark.parametrize('cell', ['rnn', 'lstm', 'gru'])
+@pytest.mark.parametrize('ragged', [False, True])
+def test_scan_cell_gradients_equal_autodiff_of_a_plain_scan(cell, ragged):
+  # scan_cell's own backward pass computes dW_h after the loop; every
+  # gradient must be the one JAX derives for the plain loop.
+  steps, b, h = 7, 3, 5
+  g = rnn.GATES[cell]
+  keys = jax.random.split(jax.random.PRNGKey(0), 6)
+  w_h = 0.5 * jax.random.normal(keys[0], (h, g * h))
+  b_h = jax.random.normal(keys[1], (g * h,)) if cell == 'gru' else None
+  carry = tuple(jax.random.normal(k, (b, h))
+                for k in keys[2:4][:len(rnn.initial_carry(cell, 1, 1))])
+  xw = jax.random.normal(keys[4], (steps, b, g * h))
+  mask = (rnn.valid_mask(jnp.array([7, 3, 0]), steps).T[..., None]
+          if ragged else None)
+  weights = jnp.arange(1, steps + 1, dtype=jnp.float32)[:, None, None]
+
+  def loss(scan, w_h, b_h, carry, xw):
+    final, ys = scan(cell, w_h, b_h, carry, xw, mask)
+    return (ys ** 2 * weights).sum() + sum((1.3 * c).sum() for c in final)
+
+  grad = lambda scan: jax.grad(functools.partial(loss, scan), argnums=(0, 1, 2, 3))(
+      w_h, b_h, carry, xw)
+  ours, reference = grad(rnn.scan_cell), grad(_plain_scan)
+  assert len(jax.tree.leaves(ours)) == len(jax.tree.leaves(reference))
+  for a, r in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
+    np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(rnn.scan_cell(cell, w_h, b_h, carry, xw, mask)[1],
+                             _plain_scan(cell, w_h, b_h, carry, xw, mask)[1], atol=1e-6)
+
+
 def test_lstm_forget_bias_starts_at_one():
   _, variables = _layer('lstm')
   bias = np.asarray(variables['params']['input_bias'])
