@@ -96,6 +96,48 @@ def test_attention_matches_numpy(cross, padding, causal):
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('length,causal,mask_kind', [
+    (256, True, None),      # 4 causal blocks of 64
+    (200, True, 'padding'),  # 3 uneven blocks
+    (130, True, 'rows'),     # 2 blocks, a (b, 1, T, S) mask
+    (9, True, None),         # one block
+    (96, False, 'padding'),
+])
+def test_cpu_attention_equals_jaxs_xla_path(length, causal, mask_kind):
+  # The CPU path (blocked causal einsums) must give the values and gradients
+  # of jax.nn.dot_product_attention, which implementation='xla' forces.
+  keys = jax.random.split(jax.random.key(0), 4)
+  q, k, v = (jax.random.normal(key, (2, length, 3, 8)) for key in keys[:3])
+  if mask_kind == 'padding':
+    mask = transformer.key_padding_mask(jnp.arange(length)[None, :] < jnp.array([[length], [length - 7]]))
+  elif mask_kind == 'rows':
+    mask = jax.random.bernoulli(keys[3], 0.7, (2, 1, length, length)) | jnp.eye(length, dtype=bool)
+  else:
+    mask = None
+  weights = jnp.arange(length, dtype=jnp.float32)[None, :, None, None]
+
+  def loss(q, k, v, implementation):
+    out = transformer.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
+                                            implementation=implementation)
+    return (out ** 2 * weights).sum(), out
+
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True), static_argnums=3)
+  (dq, dk, dv), out = grad(q, k, v, None)
+  (rq, rk, rv), ref = grad(q, k, v, 'xla')
+  np.testing.assert_allclose(out, ref, atol=2e-6)
+  for ours, theirs in ((dq, rq), (dk, rk), (dv, rv)):
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-3)
+
+
+def test_gelu_is_the_exact_gelu():
+  x = jnp.linspace(-12.0, 12.0, 10001)
+  np.testing.assert_allclose(transformer.gelu(x), jax.nn.gelu(x, approximate=False),
+                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(jax.grad(lambda x: transformer.gelu(x).sum())(x),
+                             jax.grad(lambda x: jax.nn.gelu(x, approximate=False).sum())(x),
+                             rtol=1e-5, atol=1e-6)
+
+
 def test_decoder_block_decodes_like_a_full_pass():
   """Causal self-attention with a cache plus cross-attention, step by step."""
   block = transformer.Block(num_heads=2, mlp_dim=16, causal=True,

@@ -1,7 +1,11 @@
 """The transformer pieces every transformer model here is built from.
 
-  MultiHeadAttention  q/k/v/out projections around jax.nn.dot_product_attention;
+  MultiHeadAttention  q/k/v/out projections around dot_product_attention;
                       self- or cross-attention, masks, causal, rotary, KV cache.
+  dot_product_attention  jax.nn.dot_product_attention on accelerators; on CPU
+                      the same math in a head-major layout, causal attention
+                      skipping the key blocks no query in a block can see.
+  gelu                exact (erf) GELU.
   Block               pre-LayerNorm residual block: self-attention, optional
                       cross-attention (decoder blocks), MLP.
   Embedder            token embedding, optional learned absolute positions, and
@@ -23,8 +27,10 @@ broadcast to (b, h, T, S): (b, 1, T, S) or (b, 1, 1, S) for padding.
 
 Attention goes through jax.nn.dot_product_attention so that a GPU can run the
 fused cuDNN flash kernel (`implementation='cudnn'`; it needs bf16/fp16 and
-refuses some shapes and masks). `implementation=None` lets JAX choose; at
-present that is always the XLA path, which runs everywhere.
+refuses some shapes and masks). `implementation=None` lets JAX choose on
+GPU/TPU; on CPU it takes this module's own path (see dot_product_attention),
+which trains GPT-mini's attention about twice as fast as JAX's XLA path there.
+`implementation='xla'` forces JAX's XLA path everywhere.
 
 Dropout: there is no dropout on the attention probabilities. The fused kernels
 never materialise the probabilities, so dropping them would force the slow
@@ -45,6 +51,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Initializer = Callable[..., jax.Array]
 
@@ -53,6 +60,72 @@ Initializer = Callable[..., jax.Array]
 DEFAULT_INIT = nn.initializers.normal(stddev=0.02)
 
 Cache = dict[str, jax.Array]
+
+# Causal CPU attention splits the queries into this many blocks at most, each
+# at least _MIN_BLOCK long, and skips the keys a block cannot see.
+_MAX_BLOCKS = 4
+_MIN_BLOCK = 64
+
+
+def gelu(x):
+  """Exact GELU, x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)) (PyTorch's nn.GELU()).
+
+  Equal to jax.nn.gelu(x, approximate=False) to float32 rounding, which goes
+  through erfc: XLA:CPU evaluates erf's single polynomial about 2.5x faster.
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
+
+
+def dot_product_attention(q, k, v, *, mask=None, is_causal: bool = False,
+                          implementation: str | None = None):
+  """softmax(q k^T / sqrt(d)) v, as jax.nn.dot_product_attention.
+
+  q (b, T, h, d), k and v (b, S, h, d); mask bool, broadcastable to
+  (b, h, T, S), True = may attend; is_causal: query i sees keys <= i.
+  Returns (b, T, h, d).
+
+  On GPU/TPU, or with an explicit `implementation`, this is
+  jax.nn.dot_product_attention. On CPU, where XLA has no fused attention, the
+  same math runs as two einsums around a float32 softmax (masked logits set
+  to the same large negative number JAX uses), and causal self-attention cuts
+  the queries into up to 4 blocks: block i only multiplies the keys up to its
+  own last row, 10/16 of the full product at 4 blocks. One difference: a
+  query row whose every key is masked (possible only with a mask) averages
+  the keys its block reads instead of all of them; such rows are padding
+  whose outputs nothing should use.
+  """
+  if implementation is not None or jax.default_backend() != 'cpu':
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
+                                        implementation=implementation)
+  length, keys = q.shape[1], k.shape[1]
+  q = q * np.float32(1.0 / np.sqrt(q.shape[-1])).astype(q.dtype)
+  if mask is not None:
+    mask = jnp.reshape(mask, (1,) * (4 - mask.ndim) + mask.shape)
+  if not is_causal:
+    return _attend(q, k, v, mask)
+  if length != keys:
+    raise ValueError(f'causal attention needs as many keys as queries, got '
+                     f'{length} queries and {keys} keys')
+  blocks = max(1, min(_MAX_BLOCKS, length // _MIN_BLOCK))
+  bounds = [round(i * length / blocks) for i in range(blocks + 1)]
+  outputs = []
+  for start, stop in zip(bounds[:-1], bounds[1:]):
+    block_mask = jnp.arange(stop)[None, :] <= jnp.arange(start, stop)[:, None]
+    if mask is not None:
+      rows = mask[:, :, start:stop] if mask.shape[2] > 1 else mask
+      block_mask = jnp.logical_and(block_mask, rows[..., :stop] if rows.shape[3] > 1 else rows)
+    outputs.append(_attend(q[:, start:stop], k[:, :stop], v[:, :stop], block_mask))
+  return jnp.concatenate(outputs, axis=1) if len(outputs) > 1 else outputs[0]
+
+
+def _attend(q, k, v, mask):
+  """One block: q already scaled; mask None or broadcastable to (b, h, T, S)."""
+  logits = jnp.einsum('bthd,bshd->bhts', q, k, preferred_element_type=jnp.float32)
+  if mask is not None:
+    # JAX's XLA path uses the same number, so fully masked rows agree too.
+    logits = jnp.where(mask, logits, -0.7 * np.finfo(np.float32).max)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum('bhts,bshd->bthd', probs, v)
 
 
 def check_heads(width: int, num_heads: int):
@@ -201,8 +274,8 @@ class MultiHeadAttention(nn.Module):
       is_causal = False  # already in `visible`, aligned to the cache
       k, v = k.astype(q.dtype), v.astype(q.dtype)
 
-    y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
-                                     implementation=self.implementation)
+    y = dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
+                              implementation=self.implementation)
     out = nn.DenseGeneral(self.out_features or width, axis=(-2, -1),
                           use_bias=self.use_bias,
                           kernel_init=self.out_kernel_init, dtype=self.dtype,
@@ -321,7 +394,7 @@ class Block(nn.Module):
                  kernel_init=self.kernel_init, dtype=self.dtype,
                  name='mlp_in')(y)
     # Exact erf GELU, PyTorch's nn.GELU() default that nanoGPT and ViT use.
-    y = nn.gelu(y, approximate=False)
+    y = gelu(y)
     y = nn.Dense(width, use_bias=self.use_bias, kernel_init=self.residual_init,
                  dtype=self.dtype, name='mlp_out')(y)
     x = x + drop(y)
