@@ -60,6 +60,8 @@ def default_config() -> config_dict.ConfigDict:
   # Transformers: recompute each block's activations in the backward pass
   # (less memory for about a third more compute).
   c.train.remat = False
+  # masked_lm: the share of each sequence's tokens to predict (BERT: 0.15).
+  c.train.mask_rate = 0.15
 
   c.optim = config_dict.ConfigDict()
   c.optim.name = 'sgd'

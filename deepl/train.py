@@ -69,7 +69,7 @@ def make_task(config, dataset, tokenizer=None):
                       'have): set train.remat=False')
     model_kwargs.setdefault('remat', True)
   task_cls = tasks.get(config.task)
-  options = dict(augment=config.data.augment,
+  options = dict(augment=config.data.augment, mask_rate=config.train.mask_rate,
                  tokens_are_chars=tokenizer is not None and config.data.tokenizer == 'char')
   if seq2seq:
     bos, eos = seq2seq_text.special_ids(tokenizer)

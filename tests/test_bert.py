@@ -18,6 +18,7 @@ import pytest
 from deepl import checkpoint
 from deepl import config as config_lib
 from deepl import data as data_lib
+from deepl.errors import UserError
 from deepl import init_from
 from deepl import models
 from deepl.models import bert
@@ -50,7 +51,8 @@ def _flat(tree) -> dict:
 # ------------------------------------------------------------------ masking
 
 
-def test_masking_statistics():
+@pytest.mark.parametrize('rate', [0.15, 0.4])
+def test_masking_statistics(rate):
   b, length, vocab = 2000, 40, 1000
   rng = np.random.default_rng(0)
   lengths = rng.integers(10, length + 1, size=b)
@@ -59,16 +61,16 @@ def test_masking_statistics():
   tokens = np.where(pos < lengths[:, None],
                     rng.integers(1, vocab, size=(b, length)), 0)
   inputs, masked, chosen = jax.jit(
-      masked_lm.choose_and_corrupt, static_argnums=3)(
+      masked_lm.choose_and_corrupt, static_argnums=(3, 4))(
           jax.random.PRNGKey(1), jnp.asarray(tokens, jnp.int32),
-          jnp.asarray(lengths, jnp.int32), vocab)
+          jnp.asarray(lengths, jnp.int32), vocab, rate)
   inputs, masked, chosen = map(np.asarray, (inputs, masked, chosen))
 
   valid = pos < lengths[:, None]
   assert not (chosen & ~valid).any()          # never a pad
   assert chosen.sum(1)[0] == 0 and chosen.sum(1)[1] == 1
   assert (chosen.sum(1)[1:] >= 1).all()       # at least one per sentence
-  assert abs(chosen.sum() / valid.sum() - 0.15) < 0.005
+  assert abs(chosen.sum() / valid.sum() - rate) < 0.005
   assert not (masked & ~chosen).any()
   np.testing.assert_array_equal(inputs[~chosen], tokens[~chosen])
   # Of the chosen: ~80% [MASK], ~10% a random id (a draw of the same id,
@@ -81,8 +83,8 @@ def test_masking_statistics():
   assert abs(kept.sum() / n - 0.1) < 0.02
   assert inputs[replaced].min() >= 1 and inputs[replaced].max() < vocab
   # The task's logits are computed at K gathered positions: all chosen fit.
-  positions, weight = map(np.asarray, masked_lm.gather_chosen(chosen))
-  assert positions.shape == (b, masked_lm.max_chosen(length))
+  positions, weight = map(np.asarray, masked_lm.gather_chosen(chosen, rate))
+  assert positions.shape == (b, masked_lm.max_chosen(length, rate))
   np.testing.assert_array_equal(weight.sum(1), chosen.sum(1))
   assert np.take_along_axis(chosen, positions, 1)[weight].all()
 
@@ -98,8 +100,10 @@ def _tiny_classifier():
                       np.array([6], np.int32))
 
 
-def test_classifier_ignores_padding():
+@pytest.mark.parametrize('pool', ['cls', 'mean'])
+def test_classifier_ignores_padding(pool):
   model, variables = _tiny_classifier()
+  model = model.clone(pool=pool)  # the pooling adds no parameters
   sentence = np.array([5, 3, 9, 2, 7], np.int32)
   short = np.zeros((1, 6), np.int32)
   short[0, :5] = sentence
@@ -216,6 +220,11 @@ def test_shape_errors_name_the_numbers():
                      "model's max_len 3"):
     bert.BertClassifier(**dict(TINY, max_len=3)).init(
         jax.random.PRNGKey(0), tokens, lengths, train=False)
+  with pytest.raises(ValueError, match="pool must be one of \\('cls', 'mean'\\)"):
+    bert.BertClassifier(**TINY, pool='max').init(
+        jax.random.PRNGKey(0), tokens, lengths, train=False)
+  with pytest.raises(UserError, match=r'train.mask_rate=1.5: use a share of the tokens in \(0, 1\]'):
+    masked_lm.MaskedLMTask(bert.BertMLM(**TINY), mask_rate=1.5)
 
 
 # ------------------------------------------------------------------ experiment

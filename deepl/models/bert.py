@@ -8,8 +8,9 @@ One encoder, three heads:
                        blocks with a key-padding mask, a final LayerNorm.
   BertMLM              masked-LM head: Dense + GELU + LayerNorm, then logits
                        tied to the token embedding, plus a bias.
-  BertClassifier       sequence classes from the [CLS] output: pooler
-                       (Dense + tanh), dropout, a linear head. Called like
+  BertClassifier       sequence classes from the [CLS] output (or the mean
+                       of the token outputs): pooler (Dense + tanh),
+                       dropout, a linear head. Called like
                        rnn.RNNClassifier, so the 'classification' task trains
                        it.
   BertTokenClassifier  one set of class logits per token.
@@ -58,6 +59,7 @@ import jax.numpy as jnp
 from deepl.models import transformer
 
 _INIT = transformer.DEFAULT_INIT
+POOLS = ('cls', 'mean')
 
 
 class EncoderFields(nn.Module):
@@ -196,26 +198,40 @@ class BertMLM(EncoderFields):
     x = nn.Dense(self.width, kernel_init=_INIT, dtype=self.dtype,
                  name='mlm_dense')(x)
     x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='mlm_ln')(
-        nn.gelu(x, approximate=False))
+        transformer.gelu(x))
     bias = self.param('mlm_bias', nn.initializers.zeros, (self.vocab_size,))
     return encoder.logits(x) + bias
 
 
 class BertClassifier(EncoderFields):
-  """Encoder + [CLS] head: tokens (b, L), lengths (b,) -> logits (b, classes).
+  """Encoder + pooled head: tokens (b, L), lengths (b,) -> logits (b, classes).
 
   Attributes:
     vocab_size: number of token ids.
     num_classes: number of output logits.
+    pool: 'cls', the [CLS] output (as BERT), or 'mean', the mean of the
+      valid tokens' outputs (steadier when the encoder saw little text).
     Others: those of EncoderFields; `dropout` also applies to the pooled
-      [CLS] vector.
+      vector.
   """
   num_classes: int = 2
+  pool: str = 'cls'
 
   @nn.compact
   def __call__(self, tokens, lengths=None, *, train: bool):
-    """float32 logits (b, num_classes) from the [CLS] output."""
-    x = _encoder(self)(tokens, lengths, train=train)[:, 0]
+    """float32 logits (b, num_classes) from the pooled output."""
+    if self.pool not in POOLS:
+      raise ValueError(f'BertClassifier pool must be one of {POOLS}, '
+                       f'got {self.pool!r}')
+    x = _encoder(self)(tokens, lengths, train=train)
+    if self.pool == 'cls':
+      x = x[:, 0]
+    else:
+      x = x[:, 1:].astype(jnp.float32)
+      valid = (jnp.ones(x.shape[:2], bool) if lengths is None
+               else jnp.arange(x.shape[1])[None, :] < lengths[:, None])
+      count = jnp.maximum(valid.sum(axis=1, keepdims=True), 1)
+      x = (jnp.where(valid[..., None], x, 0.0).sum(axis=1) / count).astype(self.dtype)
     x = jnp.tanh(nn.Dense(self.width, kernel_init=_INIT, dtype=self.dtype,
                           name='pooler')(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -7,12 +7,12 @@ model(inputs, lengths, train=..., masked=masked, positions=positions) ->
 logits (b, K, vocab) at the K positions given, and must have a `vocab_size`
 field (models.bert.BertMLM).
 
-Each step chooses about 15% of every sequence's real tokens (at least one) and
+Each step chooses about 15% (`mask_rate`) of every sequence's real tokens (at least one) and
 corrupts them as BERT does: 80% become [MASK] (the `masked` input; the model
 has a learned [MASK] vector, so no [MASK] token id is needed), 10% a random
 token id, 10% stay as they are. The loss is the cross-entropy of the original
 tokens at the chosen positions only, in nats per chosen token. The model
-computes logits only at K = floor(0.15 * L) + 2 gathered positions per
+computes logits only at K = floor(mask_rate * L) + 2 gathered positions per
 sequence, enough for every chosen one (`gather_chosen`): the vocab-sized
 output layer at all L positions took about half of a training step of the
 small SST-2 BERT (experiments/sst2_bert.py).
@@ -28,6 +28,8 @@ import math
 import jax
 import jax.numpy as jnp
 import optax
+
+from deepl.errors import UserError
 
 PAD_ID = 0
 MASK_RATE = 0.15
@@ -104,9 +106,13 @@ def gather_chosen(chosen, rate: float = MASK_RATE):
 
 class MaskedLMTask:
 
-  def __init__(self, model, **unused):
+  def __init__(self, model, *, mask_rate: float = MASK_RATE, **unused):
     del unused  # options other tasks take
+    if not 0.0 < mask_rate <= 1.0:
+      raise UserError(f'train.mask_rate={mask_rate!r}: use a share of the tokens in (0, 1]; '
+                      'BERT uses 0.15')
     self.model = model
+    self.mask_rate = mask_rate
 
   def init(self, rng, batch) -> dict:
     params_rng, dropout_rng = jax.random.split(rng)
@@ -116,8 +122,8 @@ class MaskedLMTask:
   def _apply(self, variables, batch, rng, **kwargs):
     """(model output, targets (b, K), weight (b, K)), masks drawn from rng."""
     inputs, masked, chosen = choose_and_corrupt(
-        rng, batch['tokens'], batch['length'], self.model.vocab_size)
-    positions, weight = gather_chosen(chosen)
+        rng, batch['tokens'], batch['length'], self.model.vocab_size, self.mask_rate)
+    positions, weight = gather_chosen(chosen, self.mask_rate)
     out = self.model.apply(variables, inputs, batch['length'], masked=masked,
                            positions=positions, **kwargs)
     targets = jnp.take_along_axis(batch['tokens'], positions, axis=-1)
