@@ -19,6 +19,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from deepl import config as config_lib
+from deepl import xla_cpu
 from deepl.errors import suggest
 from deepl.errors import UserError
 
@@ -134,6 +135,9 @@ def run(argv=None):
     fail('deepl evaluate needs --workdir=<a run>, e.g. --workdir=runs/mnist_cnn')
   try:
     config_lib.validate(config)
+    # Before JAX starts: evaluate and sample run the saved run's model.
+    run_config = config if command == 'train' else config_lib.load_run_config(workdir)
+    xla_cpu.configure([run_config.model.name])
     _use_compilation_cache(FLAGS.compilation_cache)
     if FLAGS.distributed or FLAGS.coordinator_address or FLAGS.num_processes:
       import jax  # pylint: disable=g-import-not-at-top

@@ -46,6 +46,7 @@ from deepl import main as cli
 from deepl import optim
 from deepl import parallel
 from deepl import train
+from deepl import xla_cpu
 from deepl.data import datasets
 from deepl.errors import UserError
 
@@ -277,6 +278,7 @@ def parse_flags(argv):
 
 def run(argv=None):
   config = parse_flags(sys.argv if argv is None else argv)
+  xla_cpu.configure([config.model.name])  # as deepl train does
   logging.set_verbosity(logging.WARNING)
   try:
     result = benchmark(config, steps=FLAGS.steps, windows=FLAGS.windows, warmup=FLAGS.warmup,

@@ -29,6 +29,7 @@ import jax
 import benchmark  # tools/benchmark.py: the JAX harness and the shared flags
 from deepl import config as config_lib
 from deepl import main as cli
+from deepl import xla_cpu
 
 try:
   import torch
@@ -231,6 +232,14 @@ def main(argv):
   unknown = [m for m in FLAGS.models if m not in VARIANTS]
   if unknown:
     cli.fail(f'--models: unknown {", ".join(unknown)}; choose from {", ".join(VARIANTS)}')
+  # Process-wide, so only when every model is convolutional (see deepl/xla_cpu.py):
+  # time --models=cnn,resnet20 and --models=lstm,gpt_mini as two runs.
+  names = [config_lib.sibling_config(EXPERIMENTS, 'benchmarks', m).model.name
+           for m in FLAGS.models]
+  if not xla_cpu.configure(names) and any(map(xla_cpu.convolutional, names)):
+    print('note: XLA:CPU runs these convolutions with its default (YNNPACK) kernels; time the '
+          'convolutional models on their own (--models=cnn,resnet20) for deepl train\'s setting',
+          file=sys.stderr)
   if FLAGS.torch_threads > 0:
     torch.set_num_threads(FLAGS.torch_threads)
   print(f'PyTorch {torch.__version__} ({torch.get_num_threads()} threads), JAX {jax.__version__}, '
