@@ -210,7 +210,7 @@ class BertClassifier(EncoderFields):
     vocab_size: number of token ids.
     num_classes: number of output logits.
     pool: 'cls', the [CLS] output (as BERT), or 'mean', the mean of the
-      valid tokens' outputs (steadier when the encoder saw little text).
+      valid tokens' outputs.
     Others: those of EncoderFields; `dropout` also applies to the pooled
       vector.
   """

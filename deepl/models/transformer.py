@@ -3,8 +3,8 @@
   MultiHeadAttention  q/k/v/out projections around dot_product_attention;
                       self- or cross-attention, masks, causal, rotary, KV cache.
   dot_product_attention  jax.nn.dot_product_attention on accelerators; on CPU
-                      the same math in a head-major layout, causal attention
-                      skipping the key blocks no query in a block can see.
+                      the same math as einsums, causal attention skipping
+                      the key blocks no query in a block can see.
   gelu                exact (erf) GELU.
   Block               pre-LayerNorm residual block: self-attention, optional
                       cross-attention (decoder blocks), MLP.
@@ -29,7 +29,8 @@ Attention goes through jax.nn.dot_product_attention so that a GPU can run the
 fused cuDNN flash kernel (`implementation='cudnn'`; it needs bf16/fp16 and
 refuses some shapes and masks). `implementation=None` lets JAX choose on
 GPU/TPU; on CPU it takes this module's own path (see dot_product_attention),
-which trains GPT-mini's attention about twice as fast as JAX's XLA path there.
+which ran a GPT-mini attention layer's forward and backward pass 1.8x as fast
+as JAX's XLA path there (216 -> 120 ms).
 `implementation='xla'` forces JAX's XLA path everywhere.
 
 Dropout: there is no dropout on the attention probabilities. The fused kernels
