@@ -58,7 +58,9 @@ def _jaxlib_knows(*names: str) -> bool:
   """Whether jaxlib's XLA library holds these strings (flag and enum names)."""
   import jaxlib  # pylint: disable=g-import-not-at-top
   libraries = glob.glob(os.path.join(os.path.dirname(jaxlib.__file__), '*.so'))
-  for path in sorted(libraries, key=os.path.getsize, reverse=True)[:1]:
-    with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-      return all(data.find(name.encode()) >= 0 for name in names)
-  return False
+  if not libraries:
+    return False
+  # XLA itself is the largest library.
+  with open(max(libraries, key=os.path.getsize), 'rb') as f, \
+       mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+    return all(data.find(name.encode()) >= 0 for name in names)

@@ -188,8 +188,7 @@ def _scan_cell_bwd(cell, residuals, cotangents):
     step_vjp, dy_t = inputs
     d_prev, dxw_t, dhw_t = step_vjp((d_carry, dy_t))
     # h_{t-1} also fed this step through hw_t = h_{t-1} @ W_h.
-    dh = d_prev[-1] + jnp.einsum('bg,hg->bh', dhw_t.astype(w_h.dtype), w_h,
-                                 preferred_element_type=jnp.float32)
+    dh = d_prev[-1] + _matmul(dhw_t, w_h.T)
     return d_prev[:-1] + (dh,), (dxw_t, dhw_t)
 
   d_carry, (dxw, dhw) = jax.lax.scan(body, d_final, (step_vjps, d_ys), reverse=True)
