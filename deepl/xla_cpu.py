@@ -1,29 +1,43 @@
 """XLA:CPU settings for the convolutional models, applied before JAX starts.
 
-XLA:CPU hands matmuls, convolutions, reductions and elementwise fusions to
-YNNPACK. For convolutions and the reductions around them (pooling, batch
-norm) that is slower here than XLA's own kernels: with YNNPACK doing the
-matmuls only (`--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT`)
-the train step of the MNIST CNN ran 1.3x and CIFAR ResNet-20's 1.2-1.3x as
-fast on this project's 2-core AVX-512 CPU, the same numbers to float rounding
-(`tools/benchmark.py`, runs alternated). GPT-mini's step got ~5% slower (its
-LayerNorm and softmax reductions do gain from YNNPACK) and the LSTM's stayed
-the same, so `deepl train`, `deepl evaluate` and the benchmark tools set the
-flag for convolutional models only.
+Two XLA_FLAGS entries, each measured on this project's 2-core AVX-512 CPU
+with `tools/benchmark.py` (runs alternated; the same numbers to float
+rounding):
 
-It is an XLA_FLAGS entry, so it must be in the environment before JAX
-creates its CPU backend, and XLA aborts on a flag it does not know: it is
-added only if this jaxlib names it, the backend is not up yet and XLA_FLAGS
-does not already say otherwise (a user's own value always wins). It only
-affects XLA's CPU backend; GPU and TPU runs are unchanged.
+  --xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT
+      XLA:CPU hands matmuls, convolutions, reductions and elementwise
+      fusions to YNNPACK. For convolutions and the reductions around them
+      (pooling, batch norm) that is slower here than XLA's own kernels; with
+      YNNPACK doing the matmuls only, the MNIST CNN's train step ran 1.3x and
+      CIFAR ResNet-20's 1.2-1.3x as fast. GPT-mini's step got ~5% slower (its
+      LayerNorm and softmax reductions do gain from YNNPACK) and the LSTM's
+      stayed the same.
+  --xla_disable_hlo_passes=cse_barrier_expander
+      XLA:CPU otherwise deletes every `jax.lax.optimization_barrier` before
+      fusion, so `deepl.models.fusion.materialize` could not stop XLA from
+      recomputing a whole chain of batch-norm, residual-add and ReLU ops
+      inside each transpose that feeds a convolution's weight gradient (in
+      transposed, cache-hostile order). That recomputation was ~45% of
+      ResNet-20's step. Barriers from `jax.checkpoint` are kept too, which is
+      what they are for.
+
+So `deepl train`, `deepl evaluate` and the benchmark tools set both for
+convolutional models only.
+
+They must be in the environment before JAX creates its CPU backend, and XLA
+aborts on a flag it does not know: each is added only if this jaxlib names
+it and its value, the backend is not up yet and XLA_FLAGS does not already
+set that flag (a user's own value always wins). They only affect XLA's CPU
+backend; GPU and TPU runs are unchanged.
 """
 
 import glob
 import mmap
 import os
 
-FLAG = 'xla_cpu_experimental_ynn_fusion_type'
-MATMULS_ONLY = 'LIBRARY_FUSION_TYPE_DOT'
+# (flag, value) pairs, in the order they are added.
+FLAGS = (('xla_cpu_experimental_ynn_fusion_type', 'LIBRARY_FUSION_TYPE_DOT'),
+         ('xla_disable_hlo_passes', 'cse_barrier_expander'))
 
 
 def convolutional(model_name: str) -> bool:
@@ -32,20 +46,24 @@ def convolutional(model_name: str) -> bool:
 
 
 def configure(model_names) -> bool:
-  """Adds the matmuls-only YNNPACK flag for convolutional models.
+  """Adds FLAGS to XLA_FLAGS for convolutional models.
 
   Args:
-    model_names: every model the process will run; the flag is process-wide,
-      so it is added only if all of them are convolutional.
+    model_names: every model the process will run; the flags are
+      process-wide, so they are added only if all of them are convolutional.
 
   Returns:
     Whether XLA_FLAGS was changed.
   """
-  current = os.environ.get('XLA_FLAGS', '')
   if (not model_names or not all(convolutional(n) for n in model_names)
-      or FLAG in current or _backend_started() or not _jaxlib_knows(FLAG, MATMULS_ONLY)):
+      or _backend_started()):
     return False
-  os.environ['XLA_FLAGS'] = f'{current} --{FLAG}={MATMULS_ONLY}'.strip()
+  current = os.environ.get('XLA_FLAGS', '')
+  new = [f'--{flag}={value}' for flag, value in FLAGS
+         if flag not in current and _jaxlib_knows(flag, value)]
+  if not new:
+    return False
+  os.environ['XLA_FLAGS'] = ' '.join([current, *new]).strip()
   return True
 
 

@@ -39,6 +39,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from deepl.models.fusion import materialize
+
 # He et al. 2015 ("Delving deep into rectifiers"): keeps activation variance
 # constant through ReLU layers. Fan-out as in torchvision's ResNets.
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -71,8 +73,9 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     s = (self.strides, self.strides)
+    x = materialize(x)  # every conv's input: see deepl/models/fusion.py
     y = self.conv(self.width, (3, 3), s, padding=1, name='conv1')(x)
-    y = nn.relu(self.norm(name='bn1')(y))
+    y = materialize(nn.relu(self.norm(name='bn1')(y)))
     y = self.conv(self.width, (3, 3), padding=1, name='conv2')(y)
     y = self.norm(scale_init=_last_scale_init(self.zero_init_residual),
                   name='bn2')(y)
@@ -90,10 +93,11 @@ class BottleneckBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     s = (self.strides, self.strides)
+    x = materialize(x)  # every conv's input: see deepl/models/fusion.py
     y = self.conv(self.width, (1, 1), name='conv1')(x)
-    y = nn.relu(self.norm(name='bn1')(y))
+    y = materialize(nn.relu(self.norm(name='bn1')(y)))
     y = self.conv(self.width, (3, 3), s, padding=1, name='conv2')(y)
-    y = nn.relu(self.norm(name='bn2')(y))
+    y = materialize(nn.relu(self.norm(name='bn2')(y)))
     y = self.conv(4 * self.width, (1, 1), name='conv3')(y)
     y = self.norm(scale_init=_last_scale_init(self.zero_init_residual),
                   name='bn3')(y)
