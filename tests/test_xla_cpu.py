@@ -1,4 +1,4 @@
-"""deepl/xla_cpu.py: the XLA:CPU flags for convolutional models."""
+"""deepl/xla_cpu.py: the XLA:CPU flags, each checked in a fresh process."""
 
 import os
 import subprocess
@@ -6,6 +6,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from deepl import xla_cpu
 
@@ -44,27 +45,59 @@ def _probe(models: str, xla_flags: str | None = None) -> tuple[bool, bool, list[
 
 
 # A jaxlib that lacks a flag does not get it (XLA would abort on it).
-_SET = [f'--{flag}={value}' for flag, value in xla_cpu.FLAGS
-        if xla_cpu._jaxlib_knows(flag, value)]  # pylint: disable=protected-access
-_BARRIERS_KEPT = '--xla_disable_hlo_passes=cse_barrier_expander' in _SET
+_KNOWN = {flag: f'--{flag}={value}' for flag, value, _ in xla_cpu.FLAGS
+          if xla_cpu._jaxlib_knows(flag, value)}  # pylint: disable=protected-access
+_CONV = _KNOWN.get('xla_cpu_experimental_ynn_fusion_type')
+_BARRIERS = _KNOWN.get('xla_disable_hlo_passes')
 
 
-def test_convolutional_models_get_the_flags_keep_barriers_and_compute_right():
-  assert _probe('cnn,resnet20') == (bool(_SET), _BARRIERS_KEPT, _SET)
+def _expected(*flags: str | None, before: tuple[str, ...] = ()):
+  added = [f for f in flags if f]
+  return bool(added), _BARRIERS in added, [*before, *added]
 
 
-def test_other_or_mixed_models_and_a_users_own_value_are_left_alone():
-  assert _probe('gpt') == (False, False, [])
-  assert _probe('cnn,rnn_lm') == (False, False, [])
-  own = [f'--{flag}={value}' for flag, value in (
-      ('xla_cpu_experimental_ynn_fusion_type', 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE'),
-      ('xla_disable_hlo_passes', 'algsimp'))]
+def test_convolutional_models_get_both_flags_keep_barriers_and_compute_right():
+  assert _probe('cnn,resnet20') == _expected(_CONV, _BARRIERS)
+
+
+def test_other_or_mixed_models_keep_barriers_only():
+  assert _probe('gpt') == _expected(_BARRIERS)
+  assert _probe('cnn,rnn_lm') == _expected(_BARRIERS)
+
+
+def test_a_users_own_values_win_and_other_flags_are_kept():
+  own = ['--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE',
+         '--xla_disable_hlo_passes=algsimp']
   assert _probe('cnn', ' '.join(own)) == (False, False, own)
-  # Other flags of the user's are kept, the new ones appended.
-  others = [f for f in _SET if not f.startswith('--xla_cpu_experimental_ynn_fusion_type=')]
-  assert _probe('cnn', own[0]) == (bool(others), _BARRIERS_KEPT, own[:1] + others)
-  assert _probe('cnn', '--xla_cpu_enable_fast_math=false') == (
-      bool(_SET), _BARRIERS_KEPT, ['--xla_cpu_enable_fast_math=false'] + _SET)
+  assert _probe('cnn', own[0]) == _expected(_BARRIERS, before=own[:1])
+  assert _probe('cnn', '--xla_cpu_enable_fast_math=false') == _expected(
+      _CONV, _BARRIERS, before=('--xla_cpu_enable_fast_math=false',))
+
+
+_REMAT_PROBE = '''
+import sys
+import jax, jax.numpy as jnp
+from deepl import xla_cpu
+from deepl.models.gpt import GPT
+xla_cpu.configure(['gpt'])
+tokens = jnp.zeros((8, 128), jnp.int32)
+def temp_bytes(remat):
+  model = GPT(vocab_size=65, num_layers=4, num_heads=2, width=64, max_len=128, remat=remat)
+  params = model.init(jax.random.key(0), tokens, train=False)
+  loss = lambda p: model.apply(p, tokens, train=False).mean()
+  return jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
+print(temp_bytes(False), temp_bytes(True))
+'''
+
+
+def test_kept_barriers_make_remat_save_memory():
+  if not _BARRIERS:
+    pytest.skip('this jaxlib cannot keep optimization barriers: remat saves nothing on its CPU')
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  out = subprocess.run([sys.executable, '-c', _REMAT_PROBE], env=env, capture_output=True,
+                       text=True, check=True, timeout=120).stdout.split()
+  plain, remat = map(int, out)
+  assert remat < plain / 2, (plain, remat)
 
 
 def test_too_late_once_the_backend_runs(monkeypatch):

@@ -232,11 +232,12 @@ def main(argv):
   unknown = [m for m in FLAGS.models if m not in VARIANTS]
   if unknown:
     cli.fail(f'--models: unknown {", ".join(unknown)}; choose from {", ".join(VARIANTS)}')
-  # Process-wide, so only when every model is convolutional (see deepl/xla_cpu.py):
-  # time --models=cnn,resnet20 and --models=lstm,gpt_mini as two runs.
+  # Process-wide, so the convolutions' flag only when every model is convolutional
+  # (see deepl/xla_cpu.py): time --models=cnn,resnet20 and --models=lstm,gpt_mini as two runs.
   names = [config_lib.sibling_config(EXPERIMENTS, 'benchmarks', m).model.name
            for m in FLAGS.models]
-  if not xla_cpu.configure(names) and any(map(xla_cpu.convolutional, names)):
+  xla_cpu.configure(names)
+  if any(map(xla_cpu.convolutional, names)) and not all(map(xla_cpu.convolutional, names)):
     print('note: XLA:CPU runs these convolutions with its default (YNNPACK) kernels; time the '
           'convolutional models on their own (--models=cnn,resnet20) for deepl train\'s setting',
           file=sys.stderr)

@@ -16,9 +16,12 @@ import jax
 def materialize(x):
   """x, kept as a buffer: consumers read it instead of recomputing it.
 
-  An optimization barrier, the same values, gradient through unchanged.
-  XLA:CPU deletes barriers before fusion unless its `cse_barrier_expander`
-  pass is disabled, which `deepl.xla_cpu` does for the convolutional models;
-  elsewhere this costs nothing and does nothing.
+  On CPU an optimization barrier: the same values, gradient through
+  unchanged. XLA:CPU deletes barriers before fusion unless its
+  `cse_barrier_expander` pass is disabled, which `deepl.xla_cpu` does;
+  without that it does nothing. Elsewhere x itself: GPU and TPU fusion was
+  not measured to need it, and a barrier there could stop a good fusion.
   """
+  if jax.default_backend() != 'cpu':
+    return x
   return jax.lax.optimization_barrier(x)
