@@ -30,6 +30,11 @@ Measured here (2 CPU cores, length-sorted batches):
   79.93%. Both are below the
   recurrent models (sst2_gru 84.86%); the earlier recipe ([CLS] pooling, lr
   2e-4, 1,500 steps after 2,500 steps of 15% masking) reached 72.02%.
+  More regularisation or a smaller encoder did not close the gap either
+  (GLUE dev at the end): from scratch with --config.model.dropout=0.3, 1,500
+  steps at lr 1e-3, 81.65%; a 2-layer, width-128, 2-head encoder from scratch
+  (dropout 0.3, lr 2e-3, 2,000 steps) 80.73%; fine-tuning from the
+  4,000-step pre-training with dropout 0.3, 80.05%.
 """
 
 from ml_collections import config_dict
