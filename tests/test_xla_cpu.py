@@ -34,13 +34,18 @@ print(changed, kept, os.environ.get('XLA_FLAGS', ''))
 '''
 
 
-def _probe(models: str, xla_flags: str | None = None) -> tuple[bool, bool, list[str]]:
-  """(XLA_FLAGS changed, barrier kept in the compiled step, XLA_FLAGS entries)."""
+def _run(script: str, *args: str, xla_flags: str | None = None) -> list[str]:
+  """The words `script` prints, run in a fresh process (XLA_FLAGS as given)."""
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   if xla_flags is not None:
     env['XLA_FLAGS'] = xla_flags
-  out = subprocess.run([sys.executable, '-c', _PROBE, models], env=env, capture_output=True,
-                       text=True, check=True, timeout=120).stdout.split()
+  return subprocess.run([sys.executable, '-c', script, *args], env=env, capture_output=True,
+                        text=True, check=True, timeout=120).stdout.split()
+
+
+def _probe(models: str, xla_flags: str | None = None) -> tuple[bool, bool, list[str]]:
+  """(XLA_FLAGS changed, barrier kept in the compiled step, XLA_FLAGS entries)."""
+  out = _run(_PROBE, models, xla_flags=xla_flags)
   return out[0] == 'True', out[1] == 'True', out[2:]
 
 
@@ -75,7 +80,6 @@ def test_a_users_own_values_win_and_other_flags_are_kept():
 
 
 _REMAT_PROBE = '''
-import sys
 import jax, jax.numpy as jnp
 from deepl import xla_cpu
 from deepl.models.gpt import GPT
@@ -93,10 +97,7 @@ print(temp_bytes(False), temp_bytes(True))
 def test_kept_barriers_make_remat_save_memory():
   if not _BARRIERS:
     pytest.skip('this jaxlib cannot keep optimization barriers: remat saves nothing on its CPU')
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  out = subprocess.run([sys.executable, '-c', _REMAT_PROBE], env=env, capture_output=True,
-                       text=True, check=True, timeout=120).stdout.split()
-  plain, remat = map(int, out)
+  plain, remat = map(int, _run(_REMAT_PROBE))
   assert remat < plain / 2, (plain, remat)
 
 
