@@ -27,9 +27,9 @@ Measured here (2 CPU cores, length-sorted batches):
   much: 4,000 more steps from that run (--config.init_from=<it>
   --config.optim.lr=5e-4 --config.optim.warmup_steps=100, 1,662 s) reach a
   masked-word loss of 5.72 (18.2% right), and fine-tuning from there ends at
-  79.93%. Both are below the
-  recurrent models (sst2_gru 84.86%); the earlier recipe ([CLS] pooling, lr
-  2e-4, 1,500 steps after 2,500 steps of 15% masking) reached 72.02%.
+  79.93%. Both are below the recurrent models (sst2_gru 84.86%); the earlier
+  recipe ([CLS] pooling, lr 2e-4, 1,500 steps after 2,500 steps of 15%
+  masking) reached 72.02%.
   More regularisation or a smaller encoder did not close the gap either
   (GLUE dev at the end): from scratch with --config.model.dropout=0.3, 1,500
   steps at lr 1e-3, 81.65%; a 2-layer, width-128, 2-head encoder from scratch
