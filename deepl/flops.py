@@ -39,10 +39,31 @@ def _abstract(tree):
 
 
 def _xla_flops(fn, *args) -> float:
-  cost = jax.jit(fn).lower(*args).cost_analysis()
+  lowered = jax.jit(fn).lower(*args)
+  cost = lowered.cost_analysis()
+  if cost is None:
+    cost = _cpu_cost_analysis(lowered)
   if isinstance(cost, (list, tuple)):  # older JAX: one dict per device
     cost = cost[0] if cost else {}
   return float((cost or {}).get('flops', 0.0))
+
+
+def _cpu_cost_analysis(lowered):
+  """XLA:CPU's cost analysis of a lowered program, for backends that give none.
+
+  PJRT plugin backends (the CUDA GPU in current JAX) analyse only compiled
+  programs, whose counts follow fusion and rematerialisation. The lowered HLO
+  is the same for every backend apart from custom calls (which count 0 here
+  as there, see _FUSED_ATTENTION_MATMULS), so the CPU's analysis of it is the
+  model's count. Private JAX API, hence the None on any failure.
+  """
+  try:
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top
+    return _jax.hlo_module_cost_analysis(xla_bridge.get_backend('cpu'),
+                                         lowered._lowering.hlo().as_hlo_module())  # pylint: disable=protected-access
+  except Exception:  # pylint: disable=broad-except
+    return None
 
 
 class _Counter:
@@ -70,6 +91,8 @@ class _Counter:
       if name == 'scan':
         body = eqn.params['jaxpr']
         extra += eqn.params['length'] * self.total(body) - self._eqn_xla(eqn)
+      elif name in _FUSED_ATTENTION_MATMULS:
+        extra += _FUSED_ATTENTION_MATMULS[name] * _attention_matmul_flops(eqn)
       elif name == 'cond':  # one branch runs; XLA is as blind to which as we are
         extra += max(self.correction(b.jaxpr) for b in eqn.params['branches'])
       else:  # jit, remat, custom_jvp/vjp calls, while loops (counted once)
@@ -89,6 +112,24 @@ class _Counter:
       return eqn.primitive.bind(*full, **params)
 
     return _xla_flops(fn, *args)
+
+
+# cuDNN's fused attention (jax.nn.dot_product_attention(implementation='cudnn'))
+# is a custom call, 0 FLOPs to XLA's cost analysis. Its matmuls are counted as
+# XLA counts the explicit path's: every query against every key, causal or
+# not (the usual model-FLOPs convention), 2 in the forward pass and 4 in the
+# backward; the softmax's few elementwise FLOPs are left out.
+_FUSED_ATTENTION_MATMULS = {
+    'dot_product_attention_fwd_wrapper': 2, 'dot_product_attention_fwd': 2,
+    'dot_product_attention_bwd_wrapper': 4, 'dot_product_attention_bwd': 4,
+}
+
+
+def _attention_matmul_flops(eqn) -> float:
+  """2 * b*h*T*d * S: one (T, d) x (d, S) product per batch row and head."""
+  q, k = eqn.invars[0].aval, eqn.invars[1].aval
+  keys = k.shape[2] if eqn.params.get('layout') == 1 else k.shape[1]  # BNTH, else BTNH
+  return 2.0 * q.size * keys
 
 
 def _subjaxprs(eqn):
