@@ -76,7 +76,8 @@ class EncoderFields(nn.Module):
     dropout: rate after the embedding and on every residual branch; active
       only with train=True.
     dtype: compute dtype; parameters stay float32.
-    attention_implementation: None (JAX picks), 'xla' or 'cudnn'.
+    attention_implementation: None (cuDNN on a GPU where it applies, else
+      XLA; see transformer.py), 'xla' or 'cudnn'.
     remat: recompute each block's activations in the backward pass (less
       memory for about a third more compute).
   """

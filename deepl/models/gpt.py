@@ -59,7 +59,8 @@ class GPT(nn.Module):
     use_bias: biases in the Dense layers and LayerNorms (GPT-2 has them;
       nanoGPT's Shakespeare config turns them off).
     dtype: compute dtype; parameters stay float32 and logits are float32.
-    attention_implementation: None (JAX picks), 'xla' or 'cudnn'.
+    attention_implementation: None (cuDNN on a GPU where it applies, else
+      XLA; see transformer.py), 'xla' or 'cudnn'.
     remat: recompute each block's activations in the backward pass (less
       memory for about a third more compute).
   """

@@ -55,7 +55,8 @@ class EncoderDecoder(nn.Module):
     tie_embeddings: output projection = token embedding transposed.
     use_bias: biases in the Dense layers and LayerNorms.
     dtype: compute dtype; parameters stay float32 and logits are float32.
-    attention_implementation: None (JAX picks), 'xla' or 'cudnn'.
+    attention_implementation: None (cuDNN on a GPU where it applies, else
+      XLA; see transformer.py), 'xla' or 'cudnn'.
     remat: recompute each block's activations in the backward pass (less
       memory for about a third more compute).
   """
