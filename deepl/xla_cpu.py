@@ -26,8 +26,11 @@ rounding):
 `configure`. The flags must be in the environment before JAX creates its CPU
 backend, and XLA aborts on a flag it does not know: each is added only if
 this jaxlib names it and its value, the backend is not up yet and XLA_FLAGS
-does not already set that flag (a user's own value always wins). They only
-affect XLA's CPU backend; GPU and TPU runs are unchanged.
+does not already set that flag (a user's own value always wins). XLA_FLAGS
+reaches every backend's compiler and the pass name is not CPU-only, so
+nothing is added where JAX will run on an accelerator: JAX_PLATFORMS names
+another platform first, or (JAX_PLATFORMS unset) a GPU/TPU plugin is
+installed. GPU and TPU runs are unchanged.
 """
 
 import glob
@@ -57,7 +60,7 @@ def configure(model_names) -> bool:
   Returns:
     Whether XLA_FLAGS was changed.
   """
-  if not model_names or _backend_started():
+  if not model_names or _backend_started() or _accelerator_expected():
     return False
   current = os.environ.get('XLA_FLAGS', '')
   new = [f'--{flag}={value}' for flag, value, wanted in FLAGS
@@ -67,6 +70,25 @@ def configure(model_names) -> bool:
     return False
   os.environ['XLA_FLAGS'] = ' '.join([current, *new]).strip()
   return True
+
+
+def _accelerator_expected() -> bool:
+  """Whether JAX's default backend will (likely) be something other than CPU."""
+  platforms = os.environ.get('JAX_PLATFORMS', '').strip()
+  if platforms:
+    return platforms.split(',')[0].strip() != 'cpu'
+  import importlib.metadata  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pkgutil  # pylint: disable=g-import-not-at-top
+  try:  # GPU plugins: the jax_plugins namespace package or entry points, as JAX finds them
+    import jax_plugins  # pylint: disable=g-import-not-at-top
+    if any(True for _ in pkgutil.iter_modules(jax_plugins.__path__)):
+      return True
+  except ImportError:
+    pass
+  if importlib.metadata.entry_points(group='jax_plugins'):
+    return True
+  return importlib.util.find_spec('libtpu') is not None
 
 
 def _backend_started() -> bool:

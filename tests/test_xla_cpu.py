@@ -107,3 +107,15 @@ def test_too_late_once_the_backend_runs(monkeypatch):
   assert jax.default_backend()
   assert not xla_cpu.configure(['cnn'])
   assert 'XLA_FLAGS' not in os.environ
+
+
+def test_nothing_is_added_where_an_accelerator_will_run(monkeypatch):
+  # XLA_FLAGS reaches every backend's compiler: the CPU's flags stay off GPU/TPU runs.
+  for platforms, accelerator in (('cuda', True), ('tpu,cpu', True), ('cpu', False),
+                                 ('cpu,cuda', False)):
+    monkeypatch.setenv('JAX_PLATFORMS', platforms)
+    assert xla_cpu._accelerator_expected() == accelerator, platforms  # pylint: disable=protected-access
+  script = ('import os; from deepl import xla_cpu; '
+            'print(xla_cpu.configure(["cnn"]), os.environ.get("XLA_FLAGS", "unset"))')
+  monkeypatch.setenv('JAX_PLATFORMS', 'cuda')
+  assert _run(script) == ['False', 'unset']
