@@ -393,11 +393,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
       total = metrics_lib.add_sums(total, {k: float(v) for k, v in sums.items()})
     return total
 
+  # Where the window's wall time went, per step: making and placing the
+  # batch, dispatching the step, waiting for the device. A loop that cannot
+  # keep the device busy shows it here (logged as *_ms).
+  host_time = np.zeros(3)
+
   with _Preemption() as preemption:
     while step < num_steps and not preemption.requested:
+      t0 = time.perf_counter()
       host_batch = next(train_iter)
       batch = runner.put_batch(host_batch)
+      t1 = time.perf_counter()
       state, sums = p_train_step(state, batch)
+      t2 = time.perf_counter()
       step += 1
       # Keep at most one step queued behind the running one: the host still
       # overlaps the next batch with compute, but a SIGTERM is answered within
@@ -407,11 +415,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
       pending.append(sums)
       if runner.sync_each_step:
         jax.block_until_ready(sums)
+      host_time += (t1 - t0, t2 - t1, time.perf_counter() - t2)
       if t_window is None:  # time from the first finished step: compile excluded
         jax.block_until_ready(sums)
         if step_cost:
           step_cost(host_batch)  # the first count of a shape happens outside the timing
         t_window, steps_in_window, window_cost = time.time(), 0, np.zeros(2)
+        host_time[:] = 0
       else:
         steps_in_window += 1
         if step_cost:
@@ -435,15 +445,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
             row['flops_per_sec'] = flops
             if step_cost.peak:
               row['mfu'] = flops / step_cost.peak
+          row.update(zip(('input_ms', 'dispatch_ms', 'wait_ms'),
+                         1e3 * host_time / steps_in_window))
         writer.write(step, 'train', row)
         window, pending = None, []
         t_window, steps_in_window, window_cost = time.time(), 0, np.zeros(2)
+        host_time[:] = 0
 
       eval_metrics = None
       if step % config.eval.every_steps == 0 or step == num_steps:
         eval_metrics = evaluate(state)
         writer.write(step, dataset.eval_split, eval_metrics)
         t_window, steps_in_window, window_cost = time.time(), 0, np.zeros(2)
+        host_time[:] = 0
 
       if step % config.checkpoint.every_steps == 0 or step == num_steps:
         ckpt.save(step, runner.to_saveable(state), train_iter,

@@ -18,7 +18,8 @@ import pytest
 
 from tests import helpers
 
-TIMING_KEYS = ('steps_per_sec', 'examples_per_sec', 'tokens_per_sec', 'flops_per_sec', 'mfu')
+TIMING_KEYS = ('steps_per_sec', 'examples_per_sec', 'tokens_per_sec', 'flops_per_sec', 'mfu',
+               'input_ms', 'dispatch_ms', 'wait_ms')
 
 
 def rows(workdir, split=None):
@@ -157,6 +158,9 @@ def test_outputs_of_a_run(reference_run):
       raw['steps_per_sec'] * 64)
   # flops_per_sec / steps_per_sec is the step's count: ~0.11 GFLOP for this CNN.
   assert raw['mfu'] > 0 and 5e7 < raw['flops_per_sec'] / raw['steps_per_sec'] < 5e8
+  # The loop's own time per step, in three parts, fits inside the step's wall time.
+  parts = [raw[k] for k in ('input_ms', 'dispatch_ms', 'wait_ms')]
+  assert min(parts) >= 0 and 0 < sum(parts) <= 1e3 / raw['steps_per_sec']
   assert list((reference_run / 'tensorboard').glob('events.out.tfevents.*'))
   kept = sorted(int(p.name) for p in (reference_run / 'checkpoints').iterdir()
                 if p.name.isdigit())
