@@ -12,6 +12,15 @@ PyTorch twins in tools/torch_benchmark.py compute exactly the same step.
   gpt_mini  GPT, 4 layers, 4 heads, width 256, context 256, batch 16, no
             dropout, on tiny_shakespeare
 
+and one for accelerators, not in the PyTorch comparison:
+
+  gpt2_small  GPT-2 small: 12 layers, 12 heads, width 768, context 1024,
+            vocabulary 50,304 (GPT-2's 50,257 padded as nanoGPT does),
+            124M parameters, batch 16, bf16 compute, AdamW (nanoGPT's
+            betas, decay and clipping). Speed only: there is no GPT-2
+            tokenizer here, so `deepl train` would fit Shakespeare's
+            characters with a 50,304-way output.
+
 Synthetic batches of the real shapes (no data needed; char models use a
 65-token vocabulary unless --vocab_size says otherwise):
 
@@ -30,7 +39,7 @@ from ml_collections import config_dict
 
 from deepl.config import default_config
 
-VARIANTS = ('cnn', 'resnet20', 'lstm', 'gpt_mini')
+VARIANTS = ('cnn', 'resnet20', 'lstm', 'gpt_mini', 'gpt2_small')
 
 
 def get_config(arg=None):
@@ -65,7 +74,7 @@ def get_config(arg=None):
     c.data.tokenizer = 'char'
     c.data.context = 128
     c.train.batch_size = 32
-  else:  # gpt_mini
+  elif arg == 'gpt_mini':
     c.task = 'causal_lm'
     c.model = config_dict.ConfigDict({
         'name': 'gpt', 'num_layers': 4, 'num_heads': 4, 'width': 256, 'max_len': 256,
@@ -74,4 +83,20 @@ def get_config(arg=None):
     c.data.tokenizer = 'char'
     c.data.context = 256
     c.train.batch_size = 16
+  else:  # gpt2_small
+    c.task = 'causal_lm'
+    c.model = config_dict.ConfigDict({
+        'name': 'gpt', 'num_layers': 12, 'num_heads': 12, 'width': 768, 'max_len': 1024,
+        'dropout': 0.0, 'vocab_size': 50304,
+        'attention_implementation': config_dict.placeholder(str)})  # None: cuDNN on a GPU
+    c.data.name = 'tiny_shakespeare'
+    c.data.tokenizer = 'char'
+    c.data.context = 1024
+    c.train.batch_size = 16
+    c.train.compute_dtype = 'bfloat16'
+    c.optim.name = 'adamw'
+    c.optim.lr = 6e-4
+    c.optim.b1, c.optim.b2 = 0.9, 0.95
+    c.optim.weight_decay = 0.1
+    c.optim.clip_norm = 1.0
   return c
