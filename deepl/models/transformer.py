@@ -28,9 +28,11 @@ broadcast to (b, h, T, S): (b, 1, T, S) or (b, 1, 1, S) for padding.
 Attention goes through jax.nn.dot_product_attention so that a GPU can run the
 fused cuDNN flash kernel (`implementation='cudnn'`; it needs bf16/fp16 and
 refuses some shapes and masks). `implementation=None` takes cuDNN on a GPU
-where it accepts the call, else JAX's XLA path (JAX's own None is XLA); on CPU it takes this module's own path (see dot_product_attention),
-which ran a GPT-mini attention layer's forward and backward pass 1.8x as fast
-as JAX's XLA path there (216 -> 120 ms).
+where it accepts the call, else JAX's XLA path (JAX's own None is XLA): GPT-2
+small's bf16 train step ran 2.0x as fast on an H100 with it. On CPU it takes
+this module's own path (see dot_product_attention), which ran a GPT-mini
+attention layer's forward and backward pass 1.8x as fast as JAX's XLA path
+there (216 -> 120 ms).
 `implementation='xla'` forces JAX's XLA path everywhere.
 
 Dropout: there is no dropout on the attention probabilities. The fused kernels
@@ -90,11 +92,12 @@ def dot_product_attention(q, k, v, *, mask=None, is_causal: bool = False,
   On GPU/TPU, or with an explicit `implementation`, this is
   jax.nn.dot_product_attention. On a GPU, bf16/fp16 attention without a mask
   (causal or full) asks for the cuDNN flash kernel first, falling back to XLA
-  where cuDNN refuses the shape, version or chip. On CPU, where XLA has no fused attention, the
-  same math runs as two einsums around a float32 softmax (masked logits set
-  to the same large negative number JAX uses), and causal self-attention cuts
-  the queries into up to 4 blocks: block i only multiplies the keys up to its
-  own last row, 10/16 of the full product at 4 blocks. One difference: a
+  where cuDNN refuses the shape, version or chip. On CPU, where XLA has no
+  fused attention, the same math runs as two einsums around a float32
+  softmax (masked logits set to the same large negative number JAX uses),
+  and causal self-attention cuts the queries into up to 4 blocks: block i
+  only multiplies the keys up to its own last row, 10/16 of the full product
+  at 4 blocks. One difference: a
   query row whose every key is masked (possible only with a mask) averages
   the keys its block reads instead of all of them; such rows are padding
   whose outputs nothing should use.
