@@ -34,7 +34,11 @@ Measured here (2 CPU cores, length-sorted batches):
   (GLUE dev at the end): from scratch with --config.model.dropout=0.3, 1,500
   steps at lr 1e-3, 81.65%; a 2-layer, width-128, 2-head encoder from scratch
   (dropout 0.3, lr 2e-3, 2,000 steps) 80.73%; fine-tuning from the
-  4,000-step pre-training with dropout 0.3, 80.05%.
+  4,000-step pre-training with dropout 0.3, 80.05%. From scratch, 2,000
+  steps at lr 1e-3: dropout 0.5, 81.08%; one layer (dropout 0.3), 80.73%;
+  weight decay 0.1 (dropout 0.3), 80.73%. Depth, width, dropout, decay,
+  positions and pooling all land at 80-82%: without pre-training text
+  beyond SST-2's own, this encoder does not reach the recurrent models.
 """
 
 from ml_collections import config_dict
