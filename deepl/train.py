@@ -384,6 +384,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   t_window, steps_in_window = None, 0
   step_cost = StepCost(setup, config, runner, state) if primary else None
   window_cost = np.zeros(2)  # tokens, FLOPs of the timed steps of this window
+  # Where the window's wall time went, per step: making and placing the
+  # batch, dispatching the step, waiting for the device. A loop that cannot
+  # keep the device busy shows it here (logged as *_ms).
+  host_time = np.zeros(3)
 
   def window_sums():
     # Python floats (float64) so the sums survive the JSON checkpoint exactly
@@ -392,11 +396,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     for sums in runner.fetch(pending):
       total = metrics_lib.add_sums(total, {k: float(v) for k, v in sums.items()})
     return total
-
-  # Where the window's wall time went, per step: making and placing the
-  # batch, dispatching the step, waiting for the device. A loop that cannot
-  # keep the device busy shows it here (logged as *_ms).
-  host_time = np.zeros(3)
 
   with _Preemption() as preemption:
     while step < num_steps and not preemption.requested:
@@ -420,8 +419,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         jax.block_until_ready(sums)
         if step_cost:
           step_cost(host_batch)  # the first count of a shape happens outside the timing
-        t_window, steps_in_window, window_cost = time.time(), 0, np.zeros(2)
-        host_time[:] = 0
+        t_window, steps_in_window, window_cost, host_time = time.time(), 0, np.zeros(2), np.zeros(3)
       else:
         steps_in_window += 1
         if step_cost:
@@ -449,15 +447,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
                          1e3 * host_time / steps_in_window))
         writer.write(step, 'train', row)
         window, pending = None, []
-        t_window, steps_in_window, window_cost = time.time(), 0, np.zeros(2)
-        host_time[:] = 0
+        t_window, steps_in_window, window_cost, host_time = time.time(), 0, np.zeros(2), np.zeros(3)
 
       eval_metrics = None
       if step % config.eval.every_steps == 0 or step == num_steps:
         eval_metrics = evaluate(state)
         writer.write(step, dataset.eval_split, eval_metrics)
-        t_window, steps_in_window, window_cost = time.time(), 0, np.zeros(2)
-        host_time[:] = 0
+        t_window, steps_in_window, window_cost, host_time = time.time(), 0, np.zeros(2), np.zeros(3)
 
       if step % config.checkpoint.every_steps == 0 or step == num_steps:
         ckpt.save(step, runner.to_saveable(state), train_iter,

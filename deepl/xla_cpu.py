@@ -82,7 +82,7 @@ def _accelerator_expected() -> bool:
   import pkgutil  # pylint: disable=g-import-not-at-top
   try:  # GPU plugins: the jax_plugins namespace package or entry points, as JAX finds them
     import jax_plugins  # pylint: disable=g-import-not-at-top
-    if any(True for _ in pkgutil.iter_modules(jax_plugins.__path__)):
+    if any(pkgutil.iter_modules(jax_plugins.__path__)):
       return True
   except ImportError:
     pass
