@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from deepl.models.batch_norm import BatchNorm
 from deepl.models.fusion import materialize
 
 # He et al. 2015 ("Delving deep into rectifiers"): keeps activation variance
@@ -146,7 +147,7 @@ class ResNet(nn.Module):
 
     conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init,
                              dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+    norm = functools.partial(BatchNorm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                              axis_name=self.bn_axis_name)
 

@@ -1,0 +1,130 @@
+"""Batch norm over the last axis, with reductions XLA:CPU runs fast.
+
+A drop-in for `flax.linen.BatchNorm(axis=-1)` as the ResNets use it: the
+same variables ('params': scale, bias; 'batch_stats': mean, var), the same
+math (biased batch variance E[x^2] - E[x]^2 clipped at 0, float32 statistics,
+running averages with `momentum`), equal values and gradients to float
+rounding (tested against flax).
+
+Why: a batch norm's four per-channel sums (of x and x^2 going forward, of dy
+and dy * x_hat going back) reduce a long array to its few minor-most
+elements. XLA:CPU rewrites such a reduction into a tree of reduce-windows that
+runs ~4x slower than summing rows of a few hundred contiguous floats and then
+folding those (`channel_sum`). Autodiff's own backward pass reduces in the
+slow form, so the training-time normalisation carries a hand-written VJP. In
+CIFAR ResNet-20's train step on a 2-core CPU that cut each batch norm's
+forward and backward 2-3x.
+"""
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Reduction rows of about this many floats: fastest on XLA:CPU for channel
+# counts 16-64 (256-1024 measured alike; 8192 was 2-3x slower).
+_ROW = 512
+
+
+def channel_sum(x: jax.Array) -> jax.Array:
+  """x summed over every axis but the last: [..., C] -> [C]."""
+  c = x.shape[-1]
+  row = (_ROW // c) * c
+  if row == 0 or x.size % row:
+    return x.reshape(-1, c).sum(0)
+  return x.reshape(-1, row).sum(0).reshape(-1, c).sum(0)
+
+
+def _mean(x, axis_name):
+  """Per-channel mean over the batch, across devices when axis_name is set."""
+  m = channel_sum(x) / (x.size // x.shape[-1])
+  return m if axis_name is None else jax.lax.pmean(m, axis_name)
+
+
+def _stats(x, axis_name):
+  mean = _mean(x, axis_name)
+  mean2 = _mean(x * x, axis_name)
+  return mean, jnp.maximum(mean2 - mean * mean, 0.0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def normalize_batch(x, scale, bias, epsilon, axis_name):
+  """(y, mean, var): x normalised by its own per-channel batch statistics.
+
+  x is float32 [..., C]; scale and bias [C]. Under pmap or a named vmap,
+  axis_name averages the statistics over every device's shard (equal shards).
+  """
+  return _normalize_fwd(x, scale, bias, epsilon, axis_name)[0]
+
+
+def _normalize_fwd(x, scale, bias, epsilon, axis_name):
+  mean, var = _stats(x, axis_name)
+  rstd = jax.lax.rsqrt(var + epsilon)
+  y = (x - mean) * (rstd * scale) + bias
+  return (y, mean, var), (x, mean, rstd, scale)
+
+
+def _normalize_bwd(epsilon, axis_name, residuals, cotangents):
+  del epsilon
+  x, mean, rstd, scale = residuals
+  dy, dmean, dvar = cotangents
+  n = x.size // x.shape[-1]
+  xhat = (x - mean) * rstd
+  dbias = channel_sum(dy)
+  dscale = channel_sum(dy * xhat)
+  # The statistics are means over every shard: their cotangents sum likewise.
+  gbias, gscale = ((dbias, dscale) if axis_name is None
+                   else jax.lax.psum((dbias, dscale), axis_name))
+  if axis_name is not None:
+    n = n * jax.lax.psum(1, axis_name)
+  # d mean / dx = 1/n; d var / dx = 2 (x - mean) / n (the clip at 0 aside).
+  dx = (scale * rstd) * (dy - gbias / n - xhat * (gscale / n))
+  dx = dx + dmean / n + dvar * (2.0 / n) * (x - mean)
+  return dx, dscale, dbias
+
+
+normalize_batch.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+class BatchNorm(nn.Module):
+  """Batch norm over the last axis; see the module docstring.
+
+  Attributes:
+    use_running_average: normalise with the running averages (evaluation)
+      rather than the batch's statistics (training, which updates them).
+    momentum: decay of the running averages.
+    epsilon: added to the variance.
+    dtype: dtype of the output (statistics are float32 whatever it is).
+    axis_name: pmap / named-vmap axis to average batch statistics over.
+    scale_init, bias_init: initialisers of the per-channel affine parameters.
+  """
+  use_running_average: bool = False
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  dtype: Any = None
+  axis_name: str | None = None
+  scale_init: Callable[..., Any] = nn.initializers.ones
+  bias_init: Callable[..., Any] = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (c,), jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (c,), jnp.float32)
+    scale = self.param('scale', self.scale_init, (c,), jnp.float32)
+    bias = self.param('bias', self.bias_init, (c,), jnp.float32)
+    dtype = self.dtype or x.dtype
+    x32 = x.astype(jnp.float32)
+    if self.use_running_average:
+      mul = jax.lax.rsqrt(ra_var.value + self.epsilon) * scale
+      return ((x32 - ra_mean.value) * mul + bias).astype(dtype)
+    # At init the statistics are not stored and the axis need not exist (as flax).
+    initializing = self.is_initializing()
+    y, mean, var = normalize_batch(x32, scale, bias, self.epsilon,
+                                   None if initializing else self.axis_name)
+    if not initializing:
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y.astype(dtype)
