@@ -22,14 +22,6 @@ def _inputs(shape=(4, 6, 6, 8), seed=0):
   return x, params, stats
 
 
-@pytest.mark.parametrize('shape', [(4, 6, 6, 8), (128, 4, 4, 16), (3, 5, 7)])
-def test_channel_sum(shape):
-  # (128, 4, 4, 16) takes the two-stage path, the others the plain one.
-  x = jax.random.normal(jax.random.PRNGKey(1), shape)
-  np.testing.assert_allclose(batch_norm.channel_sum(x), np.asarray(x, np.float64).reshape(
-      -1, shape[-1]).sum(0), rtol=1e-5, atol=1e-4)
-
-
 def test_same_variables_as_flax():
   ours, theirs = _pair(use_running_average=False)
   x = jnp.ones((2, 3, 3, 5))

@@ -8,10 +8,9 @@ rounding (tested against flax).
 
 Why: a batch norm's four per-channel sums (of x and x^2 going forward, of dy
 and dy * x_hat going back) reduce a long array to its few minor-most
-elements. XLA:CPU rewrites such a reduction into a tree of reduce-windows that
-runs ~4x slower than summing rows of a few hundred contiguous floats and then
-folding those (`channel_sum`). Autodiff's own backward pass reduces in the
-slow form, so the training-time normalisation carries a hand-written VJP. In
+elements, which XLA:CPU runs slowly unless asked as `channel_sum` asks
+(deepl/models/channels.py). Autodiff's own backward pass reduces in the slow
+form, so the training-time normalisation carries a hand-written VJP. In
 CIFAR ResNet-20's train step on a 2-core CPU that cut each batch norm's
 forward and backward 2-3x.
 """
@@ -23,18 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# Reduction rows of about this many floats: fastest on XLA:CPU for channel
-# counts 16-64 (256-1024 measured alike; 8192 was 2-3x slower).
-_ROW = 512
-
-
-def channel_sum(x: jax.Array) -> jax.Array:
-  """x summed over every axis but the last: [..., C] -> [C]."""
-  c = x.shape[-1]
-  row = (_ROW // c) * c
-  if row == 0 or x.size % row:
-    return x.reshape(-1, c).sum(0)
-  return x.reshape(-1, row).sum(0).reshape(-1, c).sum(0)
+from deepl.models.channels import channel_sum
 
 
 def _mean(x, axis_name):

@@ -14,6 +14,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from deepl.models.conv import Conv
+
 
 class CNN(nn.Module):
   """Conv(32) relu avgpool, Conv(64) relu avgpool, Dense(256) relu, Dense.
@@ -35,10 +37,10 @@ class CNN(nn.Module):
     classifier is called the same way.
     """
     del train
-    x = nn.Conv(32, kernel_size=(3, 3), dtype=self.dtype)(x)
+    x = Conv(32, kernel_size=(3, 3), dtype=self.dtype)(x)
     x = nn.relu(x)
     x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
-    x = nn.Conv(64, kernel_size=(3, 3), dtype=self.dtype)(x)
+    x = Conv(64, kernel_size=(3, 3), dtype=self.dtype)(x)
     x = nn.relu(x)
     x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
     # Flatten only the trailing H, W, C so the model also runs on a single

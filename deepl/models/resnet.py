@@ -40,6 +40,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from deepl.models.batch_norm import BatchNorm
+from deepl.models.conv import Conv
 from deepl.models.fusion import materialize
 
 # He et al. 2015 ("Delving deep into rectifiers"): keeps activation variance
@@ -145,7 +146,7 @@ class ResNet(nn.Module):
           f'ResNet needs one width per stage: stage_sizes='
           f'{tuple(self.stage_sizes)}, widths={tuple(self.widths)}')
 
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init,
+    conv = functools.partial(Conv, use_bias=False, kernel_init=conv_init,
                              dtype=self.dtype)
     norm = functools.partial(BatchNorm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5, dtype=self.dtype,

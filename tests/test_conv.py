@@ -1,0 +1,77 @@
+"""deepl.models.conv and .channels against flax.linen.Conv: variables, values, gradients."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deepl.models import channels
+from deepl.models import conv
+
+
+@pytest.mark.parametrize('shape', [(4, 6, 6, 8), (128, 4, 4, 16), (3, 5, 7)])
+def test_channel_sum(shape):
+  # (128, 4, 4, 16) takes the two-stage path, the others the plain one.
+  x = jax.random.normal(jax.random.PRNGKey(1), shape)
+  np.testing.assert_allclose(channels.channel_sum(x), np.asarray(x, np.float64).reshape(
+      -1, shape[-1]).sum(0), rtol=1e-5, atol=1e-4)
+
+
+def test_add_bias_gradient_is_the_channel_sum():
+  y = jax.random.normal(jax.random.PRNGKey(0), (64, 4, 4, 8))
+  weights = jax.random.normal(jax.random.PRNGKey(1), y.shape)
+  loss = lambda y, b: jnp.sum(jnp.sin(channels.add_bias(y, b)) * weights)
+  dy, db = jax.jit(jax.grad(loss, argnums=(0, 1)))(y, jnp.arange(8.0))
+  dy_ref, db_ref = jax.grad(lambda y, b: jnp.sum(jnp.sin(y + b) * weights), argnums=(0, 1))(
+      y, jnp.arange(8.0))
+  np.testing.assert_allclose(dy, dy_ref, rtol=1e-6)
+  np.testing.assert_allclose(db, db_ref, rtol=1e-5, atol=1e-5)
+
+
+# (input shape, features, kernel, strides, padding): the first two take the
+# CPU's shifted multiply-add path (<= 27 taps, stride 1), the others XLA's.
+CASES = [
+    ((4, 12, 12, 1), 8, (3, 3), 1, 'SAME'),
+    ((2, 3, 9, 9, 3), 4, (3, 3), 1, 'VALID'),   # two batch dimensions
+    ((9, 9, 2), 4, (5, 5), 1, ((1, 2), (0, 1))),  # no batch dimension, 50 taps
+    ((4, 12, 12, 5), 8, (3, 3), 2, 1),
+]
+
+
+@pytest.mark.parametrize('shape,features,kernel,strides,padding', CASES)
+def test_matches_flax_conv(shape, features, kernel, strides, padding):
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  ours = conv.Conv(features, kernel, strides, padding=padding)
+  theirs = nn.Conv(features, kernel, strides, padding=padding)
+  variables = theirs.init(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(
+      jnp.shape, variables)
+  params = {'kernel': variables['params']['kernel'], 'bias': jnp.linspace(-1, 1, features)}
+
+  def grads(module):
+    loss = lambda p, x: jnp.sum(jnp.sin(module.apply({'params': p}, x)) * 1.7)
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
+
+  np.testing.assert_allclose(ours.apply({'params': params}, x),
+                             theirs.apply({'params': params}, x), rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(theirs))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()))
+
+
+def test_shift_path_is_taken_on_cpu():
+  # The HLO of a 1-channel 3x3 conv has no convolution op; a 5-channel one does.
+  for c_in, has_conv in ((1, False), (5, True)):
+    x = jnp.ones((2, 8, 8, c_in))
+    hlo = jax.jit(lambda x, k: conv.conv2d(x, k)).lower(x, jnp.ones((3, 3, c_in, 4))).as_text()
+    assert ('convolution' in hlo) == has_conv
+
+
+def test_bfloat16_compute():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1))
+  module = conv.Conv(4, (3, 3), dtype=jnp.bfloat16)
+  variables = module.init(jax.random.PRNGKey(1), x)
+  y = module.apply(variables, x)
+  assert y.dtype == jnp.bfloat16 and variables['params']['kernel'].dtype == jnp.float32
+  np.testing.assert_allclose(y.astype(jnp.float32), nn.Conv(4, (3, 3)).apply(variables, x),
+                             rtol=0.05, atol=0.05)
