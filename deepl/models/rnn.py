@@ -184,11 +184,15 @@ def _scan_cell_bwd(cell, residuals, cotangents):
   w_h, b_h, hs, step_vjps = residuals
   d_final, d_ys = cotangents
 
+  # W_h^T laid out row-major once, before the loop: XLA:CPU's matmul with the
+  # transposed operand ran at ~130 GFLOP/s here, with the copy at ~170.
+  w_h_t = jnp.array(w_h.T, copy=True)
+
   def body(d_carry, inputs):
     step_vjp, dy_t = inputs
     d_prev, dxw_t, dhw_t = step_vjp((d_carry, dy_t))
     # h_{t-1} also fed this step through hw_t = h_{t-1} @ W_h.
-    dh = d_prev[-1] + _matmul(dhw_t, w_h.T)
+    dh = d_prev[-1] + _matmul(dhw_t, w_h_t)
     return d_prev[:-1] + (dh,), (dxw_t, dhw_t)
 
   d_carry, (dxw, dhw) = jax.lax.scan(body, d_final, (step_vjps, d_ys), reverse=True)
