@@ -87,11 +87,23 @@ def _rnn_step(carry, xw, hw):
   return (h,), h
 
 
+def _lstm_gates(z):
+  """The four gate activations (b, 4H) from their pre-activations z = xw + hw."""
+  i, f, g, o = jnp.split(z, 4, axis=-1)
+  return jnp.concatenate([nn.sigmoid(i), nn.sigmoid(f), jnp.tanh(g), nn.sigmoid(o)], axis=-1)
+
+
+def _lstm_cell(c, gates):
+  """(c', tanh(c'), h') from the previous cell state and the gate activations."""
+  i, f, g, o = jnp.split(gates, 4, axis=-1)
+  c = f * c + i * g
+  tanh_c = jnp.tanh(c)
+  return c, tanh_c, o * tanh_c
+
+
 def _lstm_step(carry, xw, hw):
   c, _ = carry
-  i, f, g, o = jnp.split(xw + hw, 4, axis=-1)
-  c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
-  h = nn.sigmoid(o) * jnp.tanh(c)
+  c, _, h = _lstm_cell(c, _lstm_gates(xw + hw))
   return (c, h), h
 
 
@@ -118,7 +130,10 @@ def _matmul(h, w):
 
 def _masked_step(cell: str, carry, xw, hw, mask):
   """One step; where `mask` (b, 1) is False the carry is kept, output zero."""
-  new, y = STEPS[cell](carry, xw, hw)
+  return _mask(carry, *STEPS[cell](carry, xw, hw), mask)
+
+
+def _mask(carry, new, y, mask):
   if mask is not None:
     new = tuple(jnp.where(mask, n, c) for n, c in zip(new, carry))
     y = jnp.where(mask, y, 0.0)
@@ -164,24 +179,55 @@ def _scan_forward(cell, w_h, b_h, carry, xw, mask):
   return jax.lax.scan(body, carry, (xw, mask))
 
 
+def _step_with_residuals(cell, carry, xw_t, hw, mask_t):
+  """One step, and what `_step_backward` needs to differentiate it."""
+  if cell == 'lstm':
+    # Written out for the LSTM, the cell that trains longest: its residuals
+    # are the gate activations and c_{t-1} (5 arrays of (b, H)), where the
+    # step's own vjp below saves 11 and the backward loop would emit its
+    # (identical) xw and hw gradients as two arrays.
+    gates = _lstm_gates(xw_t + hw)
+    c_new, _, h_new = _lstm_cell(carry[0], gates)
+    return _mask(carry, (c_new, h_new), h_new, mask_t), (gates, carry[0])
+  # Otherwise the step's own backward function, residuals and all, is a
+  # pytree of arrays: stacked over time it is all the backward loop needs
+  # besides h_{t-1}, and nothing elementwise is recomputed there.
+  return jax.vjp(lambda c, x, hw: _masked_step(cell, c, x, hw, mask_t), carry, xw_t, hw)
+
+
+def _step_backward(cell, residuals, d_carry, dy_t, mask_t):
+  """(d carry_{t-1} except through hw, d xw_t, d hw_t or None if the same)."""
+  if cell != 'lstm':
+    return residuals((d_carry, dy_t))
+  gates, c = residuals
+  dc, dh = d_carry
+  i, f, g, o = jnp.split(gates, 4, axis=-1)
+  _, tanh_c, _ = _lstm_cell(c, gates)
+  dh_new, dc_new = dh + dy_t, dc
+  if mask_t is not None:  # past a sequence's end the carry passes through
+    dh_new, dc_new = jnp.where(mask_t, dh_new, 0.0), jnp.where(mask_t, dc, 0.0)
+  dc_new = dc_new + dh_new * o * (1.0 - tanh_c * tanh_c)
+  dz = jnp.concatenate([dc_new * g * i * (1.0 - i), dc_new * c * f * (1.0 - f),
+                        dc_new * i * (1.0 - g * g), dh_new * tanh_c * o * (1.0 - o)], axis=-1)
+  dc_prev, dh_prev = dc_new * f, jnp.zeros_like(dh)  # h_{t-1} only enters through hw
+  if mask_t is not None:
+    dc_prev, dh_prev = jnp.where(mask_t, dc_prev, dc), jnp.where(mask_t, 0.0, dh)
+  return (dc_prev, dh_prev), dz, None
+
+
 def _scan_cell_fwd(cell, w_h, b_h, carry, xw, mask):
   def body(carry, inputs):
     xw_t, mask_t = inputs
     hw = _recurrent_half(carry[-1], w_h, b_h)
-    # The step's own backward function, residuals and all, is a pytree of
-    # arrays: stacked over time it is the only thing the backward loop needs
-    # besides h_{t-1}, and nothing elementwise is recomputed there.
-    (new, y), step_vjp = jax.vjp(
-        lambda c, x, hw: _masked_step(cell, c, x, hw, mask_t), carry, xw_t, hw)
-    return new, (y, carry[-1], step_vjp)
+    (new, y), step_residuals = _step_with_residuals(cell, carry, xw_t, hw, mask_t)
+    return new, (y, carry[-1], step_residuals)
 
-  final, (ys, hs, step_vjps) = jax.lax.scan(body, carry, (xw, mask))
-  return (final, ys), (w_h, b_h, hs, step_vjps)
+  final, (ys, hs, step_residuals) = jax.lax.scan(body, carry, (xw, mask))
+  return (final, ys), (w_h, b_h, hs, step_residuals, mask)
 
 
 def _scan_cell_bwd(cell, residuals, cotangents):
-  del cell  # inside each step's saved vjp
-  w_h, b_h, hs, step_vjps = residuals
+  w_h, b_h, hs, step_residuals, mask = residuals
   d_final, d_ys = cotangents
 
   # W_h^T laid out row-major once, before the loop: XLA:CPU's matmul with the
@@ -189,13 +235,15 @@ def _scan_cell_bwd(cell, residuals, cotangents):
   w_h_t = jnp.array(w_h.T, copy=True)
 
   def body(d_carry, inputs):
-    step_vjp, dy_t = inputs
-    d_prev, dxw_t, dhw_t = step_vjp((d_carry, dy_t))
+    step_residual, dy_t, mask_t = inputs
+    d_prev, dxw_t, dhw_t = _step_backward(cell, step_residual, d_carry, dy_t, mask_t)
     # h_{t-1} also fed this step through hw_t = h_{t-1} @ W_h.
-    dh = d_prev[-1] + _matmul(dhw_t, w_h_t)
+    dh = d_prev[-1] + _matmul(dxw_t if dhw_t is None else dhw_t, w_h_t)
     return d_prev[:-1] + (dh,), (dxw_t, dhw_t)
 
-  d_carry, (dxw, dhw) = jax.lax.scan(body, d_final, (step_vjps, d_ys), reverse=True)
+  d_carry, (dxw, dhw) = jax.lax.scan(body, d_final, (step_residuals, d_ys, mask),
+                                     reverse=True)
+  dhw = dxw if dhw is None else dhw
   # As one 2-D (H, T*b) @ (T*b, G*H) product: XLA:CPU runs the 3-D einsum
   # contracting two axes ~1.5x slower.
   hs, dhw_2d = hs.reshape(-1, hs.shape[-1]), dhw.reshape(-1, dhw.shape[-1])
