@@ -96,16 +96,22 @@ def test_attention_matches_numpy(cross, padding, causal):
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('length,causal,mask_kind', [
-    (256, True, None),      # 4 causal blocks of 64
-    (200, True, 'padding'),  # 3 uneven blocks
-    (130, True, 'rows'),     # 2 blocks, a (b, 1, T, S) mask
-    (9, True, None),         # one block
-    (96, False, 'padding'),
+@pytest.mark.parametrize('length,causal,mask_kind,chunked', [
+    (256, True, None, False),      # 4 causal blocks of 64
+    (200, True, 'padding', False),  # 3 uneven blocks
+    (130, True, 'rows', False),     # 2 blocks, a (b, 1, T, S) mask
+    (9, True, None, False),         # one block
+    (96, False, 'padding', False),
+    (256, True, None, True),        # each batch element on its own
+    (200, True, 'padding', True),
+    (130, True, 'rows', True),
 ])
-def test_cpu_attention_equals_jaxs_xla_path(length, causal, mask_kind):
-  # The CPU path (blocked causal einsums) must give the values and gradients
-  # of jax.nn.dot_product_attention, which implementation='xla' forces.
+def test_cpu_attention_equals_jaxs_xla_path(length, causal, mask_kind, chunked, monkeypatch):
+  # The CPU path (blocked causal einsums, in batch chunks when the logits are
+  # big) must give the values and gradients of jax.nn.dot_product_attention,
+  # which implementation='xla' forces.
+  if chunked:
+    monkeypatch.setattr(transformer, '_CHUNK_LOGITS_BYTES', 1)
   keys = jax.random.split(jax.random.key(0), 4)
   q, k, v = (jax.random.normal(key, (2, length, 3, 8)) for key in keys[:3])
   if mask_kind == 'padding':
