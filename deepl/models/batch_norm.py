@@ -26,15 +26,12 @@ from deepl.models.channels import channel_sum
 from deepl.models.fusion import materialize
 
 
-def _mean(x, axis_name):
-  """Per-channel mean over the batch, across devices when axis_name is set."""
-  m = channel_sum(x) / (x.size // x.shape[-1])
-  return m if axis_name is None else jax.lax.pmean(m, axis_name)
-
-
 def _stats(x, axis_name):
-  mean = _mean(x, axis_name)
-  mean2 = _mean(x * x, axis_name)
+  """Per-channel mean and variance over the batch, across devices when axis_name is set."""
+  n = x.size // x.shape[-1]
+  mean, mean2 = channel_sum(x) / n, channel_sum(x * x) / n
+  if axis_name is not None:
+    mean, mean2 = jax.lax.pmean((mean, mean2), axis_name)
   return mean, jnp.maximum(mean2 - mean * mean, 0.0)
 
 
@@ -64,11 +61,9 @@ def _normalize_bwd(epsilon, axis_name, residuals, cotangents):
   xhat = (x - mean) * rstd
   dbias = channel_sum(dy)
   dscale = channel_sum(dy * xhat)
-  # The statistics are means over every shard: their cotangents sum likewise.
-  gbias, gscale = ((dbias, dscale) if axis_name is None
-                   else jax.lax.psum((dbias, dscale), axis_name))
-  if axis_name is not None:
-    n = n * jax.lax.psum(1, axis_name)
+  gbias, gscale = dbias, dscale
+  if axis_name is not None:  # the statistics are means over every shard
+    gbias, gscale, n = jax.lax.psum((dbias, dscale, n), axis_name)
   # d mean / dx = 1/n; d var / dx = 2 (x - mean) / n (the clip at 0 aside).
   dx = (scale * rstd) * (dy - gbias / n - xhat * (gscale / n))
   dx = dx + dmean / n + dvar * (2.0 / n) * (x - mean)

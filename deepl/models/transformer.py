@@ -126,7 +126,8 @@ def dot_product_attention(q, k, v, *, mask=None, is_causal: bool = False,
   batch = q.shape[0]
   block_rows = length / max(1, min(_MAX_BLOCKS, length // _MIN_BLOCK))
   wanted = batch * q.shape[2] * block_rows * keys * 4 / _CHUNK_LOGITS_BYTES
-  chunks = next(n for n in range(1, batch + 1) if batch % n == 0 and n >= wanted or n == batch)
+  # The fewest chunks that divide the batch and bring each chunk's logits to the target.
+  chunks = next(n for n in range(1, batch + 1) if batch % n == 0 and (n >= wanted or n == batch))
   if chunks == 1:
     return _causal_blocks(q, k, v, mask)
   size = batch // chunks
