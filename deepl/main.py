@@ -19,6 +19,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from deepl import config as config_lib
+from deepl import huge_pages
 from deepl import xla_cpu
 from deepl.errors import suggest
 from deepl.errors import UserError
@@ -161,5 +162,11 @@ def run(argv=None):
     fail(str(err))
 
 
-if __name__ == '__main__':
+def program():
+  """The `deepl` command itself (console script, `python -m deepl.main`)."""
+  huge_pages.restart()  # replaces the process: never from run(), which code may call
   run()
+
+
+if __name__ == '__main__':
+  program()

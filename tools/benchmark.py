@@ -42,6 +42,7 @@ import numpy as np
 
 from deepl import config as config_lib
 from deepl import data as data_lib
+from deepl import huge_pages
 from deepl import main as cli
 from deepl import optim
 from deepl import parallel
@@ -292,4 +293,5 @@ def run(argv=None):
 
 
 if __name__ == '__main__':
+  huge_pages.restart()  # as `deepl` does
   run()

@@ -28,6 +28,7 @@ from ml_collections import config_flags
 
 from deepl import config as config_lib
 from deepl import data as data_lib
+from deepl import huge_pages
 from deepl import metrics as metrics_lib
 from deepl import parallel
 from deepl import train
@@ -97,4 +98,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  huge_pages.restart()  # as `deepl` does
   app.run(main)
