@@ -10,6 +10,11 @@ the same layers and shapes, the same parameter count (printed and asserted),
 the same batch, loss, accuracy sums and SGD (momentum 0.9, lr 0.1). Windows
 of `steps` steps alternate JAX, PyTorch, JAX, ... so both see the same machine
 load; the table gives the median steps/s of each and the ratio JAX/PyTorch.
+Each framework has a process of its own, as a user's run would: the JAX step
+runs in a child process (this script with --jax_worker), with the XLA flags
+`deepl train` sets for that model, so convolutional and other models can be
+timed in one run. Both processes have the huge-pages setting `deepl` starts
+with (deepl/huge_pages.py; PyTorch's allocations gain from it too).
 
 Two places where the twins differ in form but not in math: PyTorch's LSTM
 carries a second bias (b_hh) that only ever appears summed with b_ih; it is
@@ -20,6 +25,7 @@ in NCHW, PyTorch's native layout.
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -28,6 +34,7 @@ import jax
 
 import benchmark  # tools/benchmark.py: the JAX harness and the shared flags
 from deepl import config as config_lib
+from deepl import huge_pages
 from deepl import main as cli
 from deepl import xla_cpu
 
@@ -44,6 +51,7 @@ flags.DEFINE_list('models', list(VARIANTS), 'Which of experiments/benchmarks.py\
 # other at every op (measured here: the CNN at 3.5-8.9 steps/s with 2 threads,
 # 11-12 with 1, while another job held a core): pass the cores really free.
 flags.DEFINE_integer('torch_threads', 0, 'torch.set_num_threads (0: PyTorch\'s default).')
+flags.DEFINE_bool('jax_worker', False, 'Internal: the JAX side\'s own process (see jax_worker).')
 FLAGS = flags.FLAGS
 # sibling_config looks next to a file: any path inside experiments/ will do.
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'experiments',
@@ -205,24 +213,70 @@ class TorchBench:
     return steps / (time.perf_counter() - start)
 
 
+def jax_worker(variant: str) -> None:
+  """The JAX side, in its own process: one window of FLAGS.steps per 'window' line on stdin.
+
+  Replies on stdout, one JSON value per line: the parameter count once ready, each window's
+  steps/s, and on end of input the MFU of all windows.
+  """
+  config = config_lib.sibling_config(EXPERIMENTS, 'benchmarks', variant)
+  xla_cpu.configure([config.model.name])  # this model's flags, as `deepl train` sets them
+  harness = benchmark.Harness(config, vocab_size=FLAGS.vocab_size, warmup=FLAGS.warmup)
+  print(json.dumps(harness.num_params), flush=True)
+  rates = []
+  for _ in sys.stdin:
+    rates.append(harness.window(FLAGS.steps))
+    print(json.dumps(rates[-1]), flush=True)
+  print(json.dumps(harness.report(rates)['mfu']), flush=True)
+
+
+class JaxWorker:
+  """This script as a `--jax_worker` child process, asked for one window at a time."""
+
+  def __init__(self, variant: str):
+    args = [f'--models={variant}', f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}']
+    if FLAGS.vocab_size:
+      args.append(f'--vocab_size={FLAGS.vocab_size}')
+    self.process = subprocess.Popen([sys.executable, __file__, '--jax_worker', *args],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    self.num_params = self._reply()
+
+  def _reply(self):
+    line = self.process.stdout.readline()
+    if not line:  # its traceback went to our stderr
+      raise RuntimeError(f'the JAX worker exited with code {self.process.wait()}')
+    return json.loads(line)
+
+  def window(self) -> float:
+    self.process.stdin.write('window\n')
+    self.process.stdin.flush()
+    return self._reply()
+
+  def finish(self) -> float:
+    """The worker's MFU over its windows; it exits."""
+    self.process.stdin.close()
+    mfu = self._reply()
+    self.process.wait()
+    return mfu
+
+
 def side_by_side(variant: str, *, steps: int, windows: int, warmup: int) -> dict:
   config = config_lib.sibling_config(EXPERIMENTS, 'benchmarks', variant)
-  vocab = benchmark.text_vocab_size(config, FLAGS.vocab_size)
-  harness = benchmark.Harness(config, vocab_size=FLAGS.vocab_size, warmup=warmup)
-  twin = TorchBench(variant, config, vocab)
-  print(f'{variant}: parameters JAX {harness.num_params:,}, PyTorch {twin.num_params:,}',
+  worker = JaxWorker(variant)
+  twin = TorchBench(variant, config, benchmark.text_vocab_size(config, FLAGS.vocab_size))
+  print(f'{variant}: parameters JAX {worker.num_params:,}, PyTorch {twin.num_params:,}',
         file=sys.stderr, flush=True)
-  assert harness.num_params == twin.num_params, (variant, harness.num_params, twin.num_params)
+  assert worker.num_params == twin.num_params, (variant, worker.num_params, twin.num_params)
   if warmup:
     twin.window(warmup)
   jax_rates, torch_rates = [], []
   for _ in range(windows):
-    jax_rates.append(harness.window(steps))
+    jax_rates.append(worker.window())
     torch_rates.append(twin.window(steps))
-  result = {'model': variant, 'num_params': harness.num_params,
+  result = {'model': variant, 'num_params': worker.num_params,
             'jax_steps_per_sec': statistics.median(jax_rates),
             'torch_steps_per_sec': statistics.median(torch_rates),
-            'mfu': harness.report(jax_rates)['mfu']}
+            'mfu': worker.finish()}
   result['ratio'] = result['jax_steps_per_sec'] / result['torch_steps_per_sec']
   return result
 
@@ -232,15 +286,9 @@ def main(argv):
   unknown = [m for m in FLAGS.models if m not in VARIANTS]
   if unknown:
     cli.fail(f'--models: unknown {", ".join(unknown)}; choose from {", ".join(VARIANTS)}')
-  # Process-wide, so the convolutions' flag only when every model is convolutional
-  # (see deepl/xla_cpu.py): time --models=cnn,resnet20 and --models=lstm,gpt_mini as two runs.
-  names = [config_lib.sibling_config(EXPERIMENTS, 'benchmarks', m).model.name
-           for m in FLAGS.models]
-  xla_cpu.configure(names)
-  if any(map(xla_cpu.convolutional, names)) and not all(map(xla_cpu.convolutional, names)):
-    print('note: XLA:CPU runs these convolutions with its default (YNNPACK) kernels; time the '
-          'convolutional models on their own (--models=cnn,resnet20) for deepl train\'s setting',
-          file=sys.stderr)
+  if FLAGS.jax_worker:
+    jax_worker(FLAGS.models[0])
+    return
   if FLAGS.torch_threads > 0:
     torch.set_num_threads(FLAGS.torch_threads)
   print(f'PyTorch {torch.__version__} ({torch.get_num_threads()} threads), JAX {jax.__version__}, '
@@ -259,4 +307,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  huge_pages.restart()  # as `deepl` does
   main(sys.argv)
