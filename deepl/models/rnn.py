@@ -107,13 +107,17 @@ def _lstm_step(carry, xw, hw):
   return (c, h), h
 
 
-def _gru_step(carry, xw, hw):
-  (h,) = carry
+def _gru_gates(xw, hw):
+  """(r, z, n, h_n): the GRU's gates and the n block of hw, which r multiplies."""
   x_r, x_z, x_n = jnp.split(xw, 3, axis=-1)
   h_r, h_z, h_n = jnp.split(hw, 3, axis=-1)
   r = nn.sigmoid(x_r + h_r)
-  z = nn.sigmoid(x_z + h_z)
-  n = jnp.tanh(x_n + r * h_n)
+  return r, nn.sigmoid(x_z + h_z), jnp.tanh(x_n + r * h_n), h_n
+
+
+def _gru_step(carry, xw, hw):
+  (h,) = carry
+  _, z, n, _ = _gru_gates(xw, hw)
   h = (1.0 - z) * n + z * h
   return (h,), h
 
@@ -189,6 +193,10 @@ def _step_with_residuals(cell, carry, xw_t, hw, mask_t):
     gates = _lstm_gates(xw_t + hw)
     c_new, _, h_new = _lstm_cell(carry[0], gates)
     return _mask(carry, (c_new, h_new), h_new, mask_t), (gates, carry[0])
+  if cell == 'gru':  # likewise: r, z, n, h_n and h_{t-1} (its xw and hw gradients differ)
+    r, z, n, h_n = _gru_gates(xw_t, hw)
+    h_new = (1.0 - z) * n + z * carry[0]
+    return _mask(carry, (h_new,), h_new, mask_t), (r, z, n, h_n, carry[0])
   # Otherwise the step's own backward function, residuals and all, is a
   # pytree of arrays: stacked over time it is all the backward loop needs
   # besides h_{t-1}, and nothing elementwise is recomputed there.
@@ -197,8 +205,14 @@ def _step_with_residuals(cell, carry, xw_t, hw, mask_t):
 
 def _step_backward(cell, residuals, d_carry, dy_t, mask_t):
   """(d carry_{t-1} except through hw, d xw_t, d hw_t or None if the same)."""
-  if cell != 'lstm':
-    return residuals((d_carry, dy_t))
+  if cell == 'lstm':
+    return _lstm_step_backward(residuals, d_carry, dy_t, mask_t)
+  if cell == 'gru':
+    return _gru_step_backward(residuals, d_carry, dy_t, mask_t)
+  return residuals((d_carry, dy_t))
+
+
+def _lstm_step_backward(residuals, d_carry, dy_t, mask_t):
   gates, c = residuals
   dc, dh = d_carry
   i, f, g, o = jnp.split(gates, 4, axis=-1)
@@ -213,6 +227,23 @@ def _step_backward(cell, residuals, d_carry, dy_t, mask_t):
   if mask_t is not None:
     dc_prev, dh_prev = jnp.where(mask_t, dc_prev, dc), jnp.where(mask_t, 0.0, dh)
   return (dc_prev, dh_prev), dz, None
+
+
+def _gru_step_backward(residuals, d_carry, dy_t, mask_t):
+  r, z, n, h_n, h = residuals
+  (dh,) = d_carry
+  dh_new = dh + dy_t
+  if mask_t is not None:
+    dh_new = jnp.where(mask_t, dh_new, 0.0)
+  da_n = dh_new * (1.0 - z) * (1.0 - n * n)  # a_n = x_n + r * h_n
+  da_r = da_n * h_n * r * (1.0 - r)
+  da_z = dh_new * (h - n) * z * (1.0 - z)
+  dxw = jnp.concatenate([da_r, da_z, da_n], axis=-1)
+  dhw = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)  # h_n enters a_n times r
+  dh_prev = dh_new * z
+  if mask_t is not None:
+    dh_prev = jnp.where(mask_t, dh_prev, dh)
+  return (dh_prev,), dxw, dhw
 
 
 def _scan_cell_fwd(cell, w_h, b_h, carry, xw, mask):
