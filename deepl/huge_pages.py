@@ -31,22 +31,26 @@ TUNABLE = 'glibc.malloc.hugetlb'
 THP_MODE = '/sys/kernel/mm/transparent_hugepage/enabled'
 
 
+def glibc_has_tunable() -> bool:
+  """Whether this process runs on Linux with glibc 2.35+, which knows TUNABLE."""
+  if sys.platform != 'linux':
+    return False
+  try:
+    name, _, version = (os.confstr('CS_GNU_LIBC_VERSION') or '').partition(' ')  # 'glibc 2.36'
+    return name == 'glibc' and tuple(int(p) for p in version.split('.')[:2]) >= (2, 35)
+  except ValueError:  # no such confstr name (musl), or an odd version string
+    return False
+
+
 def wanted(environ=os.environ, thp_mode: str = THP_MODE) -> bool:
   """Whether restarting with TUNABLE=1 would give this process huge pages it lacks."""
-  if sys.platform != 'linux' or TUNABLE in environ.get('GLIBC_TUNABLES', ''):
+  if TUNABLE in environ.get('GLIBC_TUNABLES', '') or not glibc_has_tunable():
     return False
   try:
-    libc = os.confstr('CS_GNU_LIBC_VERSION') or ''  # 'glibc 2.36'; musl has none
     with open(thp_mode) as f:
-      mode = f.read()  # 'always [madvise] never'
-  except (OSError, ValueError):
+      return '[madvise]' in f.read()  # 'always [madvise] never'
+  except OSError:
     return False
-  name, _, version = libc.partition(' ')
-  try:
-    major, minor = (int(part) for part in version.split('.')[:2])
-  except ValueError:
-    return False
-  return name == 'glibc' and (major, minor) >= (2, 35) and '[madvise]' in mode
 
 
 def restart() -> None:

@@ -5,8 +5,8 @@
 
 Measured here (2 CPU cores), sst2_lstm's recipe (length-sorted batches, dropout 0.5, 3,000
 steps): 84.86% validation accuracy (GLUE dev) at the end (83.94% at step 1,000, 84.86% at
-1,500), 165 s wall on an idle machine (206 s before the hand-written GRU step and huge pages). The earlier recipe (random batches, no dropout, 1,000
-steps) ended at 82.57%.
+1,500), 165 s wall on an idle machine (206 s before the hand-written GRU step and huge pages).
+The earlier recipe (random batches, no dropout, 1,000 steps) ended at 82.57%.
 """
 
 from deepl.config import sibling_config

@@ -1,7 +1,6 @@
-"""deepl.huge_pages: when the command restarts itself, and that XLA's buffers then get huge pages."""
+"""deepl.huge_pages: when the command restarts itself, and that XLA's buffers get huge pages."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -17,13 +16,8 @@ def _thp(tmp_path, mode: str) -> str:
   return str(path)
 
 
-def _glibc_with_tunable() -> bool:
-  name, _, version = (os.confstr('CS_GNU_LIBC_VERSION') or '').partition(' ')
-  return name == 'glibc' and tuple(map(int, version.split('.')[:2])) >= (2, 35)
-
-
 needs_glibc = pytest.mark.skipif(
-    sys.platform != 'linux' or not _glibc_with_tunable(),
+    not huge_pages.glibc_has_tunable(),
     reason='glibc.malloc.hugetlb needs Linux with glibc 2.35 or later')
 
 

@@ -27,6 +27,12 @@ Bad input (a missing config, an unknown flag or key) is one `deepl: error:`
 line and exit code 2, as for `deepl train`.
 """
 
+from deepl import huge_pages
+
+# First, as `deepl` does: the restart re-runs this file, and the imports below take 1.5-4 s.
+if __name__ == '__main__':
+  huge_pages.restart()
+
 import dataclasses
 import functools
 import json
@@ -42,7 +48,6 @@ import numpy as np
 
 from deepl import config as config_lib
 from deepl import data as data_lib
-from deepl import huge_pages
 from deepl import main as cli
 from deepl import optim
 from deepl import parallel
@@ -293,5 +298,4 @@ def run(argv=None):
 
 
 if __name__ == '__main__':
-  huge_pages.restart()  # as `deepl` does
   run()

@@ -13,6 +13,12 @@ Side by side in one process, alternating, `rounds` times:
 Prints the median steps/s of each and their ratio (goal >= 0.90).
 """
 
+from deepl import huge_pages
+
+# First, as `deepl` does: the restart re-runs this file, and the imports below take 1.5-4 s.
+if __name__ == '__main__':
+  huge_pages.restart()
+
 import functools
 import json
 import statistics
@@ -28,7 +34,6 @@ from ml_collections import config_flags
 
 from deepl import config as config_lib
 from deepl import data as data_lib
-from deepl import huge_pages
 from deepl import metrics as metrics_lib
 from deepl import parallel
 from deepl import train
@@ -98,5 +103,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  huge_pages.restart()  # as `deepl` does
   app.run(main)
