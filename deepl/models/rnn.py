@@ -54,6 +54,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deepl.models import embed
+
 # Number of H-wide gate blocks in each cell's projections.
 GATES = {'rnn': 1, 'lstm': 4, 'gru': 3}
 POOLS = ('last', 'mean')
@@ -460,8 +462,8 @@ class RNNClassifier(nn.Module):
       raise ValueError(f'RNNClassifier pool must be one of {POOLS}, '
                        f'got {self.pool!r}')
     drop = functools.partial(nn.Dropout, self.dropout, deterministic=not train)
-    x = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype,
-                 name='embed')(tokens)
+    x = embed.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype,
+                    name='embed')(tokens)
     x = drop()(x)
     outputs, carries = RNNStack(
         self.cell, self.hidden_dim, self.num_layers, self.bidirectional,
@@ -506,7 +508,7 @@ class RNNLM(nn.Module):
   def setup(self):
     # setup() rather than compact: __call__ and decode share these.
     _check_cell(self.cell)
-    self.embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)
+    self.embed = embed.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)
     self.rnn = RNNStack(self.cell, self.hidden_dim, self.num_layers,
                         dropout=self.dropout, dtype=self.dtype)
     self.drop = nn.Dropout(self.dropout)

@@ -35,6 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deepl.models import embed
 from deepl.models import transformer
 
 
@@ -79,8 +80,8 @@ class EncoderDecoder(nn.Module):
     # and the (tied) output projection.
     self.embed = transformer.Embedder(self.vocab_size, self.width, max_len=0,
                                       tie=self.tie_embeddings, dtype=self.dtype)
-    position = lambda: nn.Embed(self.max_len, self.width, dtype=self.dtype,
-                                embedding_init=transformer.DEFAULT_INIT)
+    position = lambda: embed.Embed(self.max_len, self.width, dtype=self.dtype,
+                                   embedding_init=transformer.DEFAULT_INIT)
     self.source_positions = position()
     self.target_positions = position()
     self.drop = nn.Dropout(self.dropout)

@@ -56,6 +56,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deepl.models import embed
+
 Initializer = Callable[..., jax.Array]
 
 _HALF = (jnp.bfloat16, jnp.float16)
@@ -461,11 +463,11 @@ class Embedder(nn.Module):
   embedding_init: Initializer = DEFAULT_INIT
 
   def setup(self):
-    self.token_embed = nn.Embed(self.vocab_size, self.width, dtype=self.dtype,
-                           embedding_init=self.embedding_init)
+    self.token_embed = embed.Embed(self.vocab_size, self.width, dtype=self.dtype,
+                                   embedding_init=self.embedding_init)
     if self.max_len:
-      self.position_embed = nn.Embed(self.max_len, self.width, dtype=self.dtype,
-                                embedding_init=self.embedding_init)
+      self.position_embed = embed.Embed(self.max_len, self.width, dtype=self.dtype,
+                                        embedding_init=self.embedding_init)
     if not self.tie:
       self.head = nn.Dense(self.vocab_size, use_bias=False, dtype=self.dtype,
                            kernel_init=self.embedding_init)
