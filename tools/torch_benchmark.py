@@ -37,6 +37,7 @@ import time
 
 from absl import flags
 import jax
+import numpy as np
 
 import benchmark  # tools/benchmark.py: the JAX harness and the shared flags
 from deepl import config as config_lib
@@ -188,7 +189,8 @@ class TorchBench:
     else:
       self.model = GPT(vocab, max_len=config.model.max_len)
     if self.lm:
-      self.inputs = torch.randint(1, vocab, (b, config.data.context + 1))
+      self.inputs = torch.from_numpy(benchmark.zipf_tokens(
+          np.random.default_rng(0), 1, vocab, (b, config.data.context + 1))).long()
     else:
       self.labels = torch.randint(0, 10, (b,))
     self.model.train()
