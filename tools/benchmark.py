@@ -10,9 +10,9 @@ through the runner of config.parallel, the state from `train.initial_state`.
 Only the data is made up: random examples of the shapes and dtypes the real
 source gives (images uint8 with random labels; text full-length token ids
 drawn Zipf-distributed, as text repeats its ids), so nothing is downloaded or
-prepared. A text model's vocabulary is
---vocab_size, else the config's model.vocab_size, else sentencepiece's
-data.vocab_size, else 65 for char (Tiny Shakespeare) or 16384 for word.
+prepared. A text model's vocabulary is --vocab_size, else the config's
+model.vocab_size, else sentencepiece's data.vocab_size, else 65 for char
+(Tiny Shakespeare) or 16384 for word.
 
 Timing: `warmup` steps after compiling, then `windows` windows of `steps`
 steps on one device-resident batch; steps/s is the median window. Printed and

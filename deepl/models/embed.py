@@ -8,7 +8,7 @@ in a real `deepl train` run of nanoGPT's character GPT on an H200 (batch
 each 30-40 ms step, and the loop ran at 25-39 steps/s against the 134 of the
 same step timed on uniformly random tokens. This `Embed` gathers the float32
 rows and casts only them, so the scatter-add is float32 (exact to float32
-rounding; on a GPU, native float32 atomics). Parameters, init and outputs
+rounding; on a GPU, float32 atomic adds). Parameters, init and outputs
 are those of `nn.Embed`, under the same names, so checkpoints load either
 way.
 """

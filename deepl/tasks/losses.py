@@ -25,7 +25,7 @@ def cross_entropy(logits, labels):
     labels: int (...), in [0, V).
   """
   x = logits.astype(jnp.float32)
-  is_label = labels[..., None] == jnp.arange(x.shape[-1], dtype=labels.dtype)
+  is_label = labels[..., None] == jnp.arange(x.shape[-1])
   label_logit = jnp.sum(jnp.where(is_label, x, 0.0), axis=-1)
   loss = jax.nn.logsumexp(x, axis=-1) - label_logit
   return loss, jnp.argmax(logits, axis=-1) == labels
