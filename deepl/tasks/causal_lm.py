@@ -12,8 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
-
-from deepl.tasks import losses
+import optax
 
 PAD_ID = 0
 
@@ -32,10 +31,12 @@ class CausalLMTask:
 
   def _per_token(self, logits, batch, mask=None):
     targets = batch['tokens'][:, 1:]
-    per_token, correct = losses.cross_entropy(logits, targets)
+    per_token = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), targets)
     weight = (targets != PAD_ID).astype(jnp.float32)
     if mask is not None:
       weight = weight * mask.astype(jnp.float32)[:, None]
+    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
     sums = {'loss': jnp.sum(per_token * weight), 'accuracy': jnp.sum(correct * weight),
             'count': jnp.sum(weight)}
     return sums

@@ -9,9 +9,9 @@ sums with a 'count' so they add up exactly across steps, devices, processes.
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from deepl.data import augment as augment_lib
-from deepl.tasks import losses
 
 
 class ClassificationTask:
@@ -41,18 +41,21 @@ class ClassificationTask:
     logits, new_model_state = self.model.apply(
         {'params': params, **model_state}, *self._inputs(batch, augment_rng), train=True,
         mutable=list(model_state), rngs={'dropout': dropout_rng})
-    per_example, correct = losses.cross_entropy(logits, batch['label'])
-    return per_example.mean(), (self._sums(per_example, correct), new_model_state)
+    per_example = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), batch['label'])
+    return per_example.mean(), (self._sums(logits, batch, per_example), new_model_state)
 
   def eval_sums(self, params, model_state, batch) -> dict:
     logits = self.model.apply({'params': params, **model_state}, *self._inputs(batch),
                               train=False)
-    per_example, correct = losses.cross_entropy(logits, batch['label'])
-    return self._sums(per_example, correct, batch.get('mask'))
+    per_example = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), batch['label'])
+    return self._sums(logits, batch, per_example, batch.get('mask'))
 
   @staticmethod
-  def _sums(per_example, correct, mask=None):
+  def _sums(logits, batch, per_example, mask=None):
     weight = jnp.ones_like(per_example) if mask is None else mask.astype(jnp.float32)
+    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
     return {'loss': jnp.sum(per_example * weight),
             'accuracy': jnp.sum(correct * weight),
             'count': jnp.sum(weight)}

@@ -27,9 +27,9 @@ import math
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from deepl.errors import UserError
-from deepl.tasks import losses
 
 PAD_ID = 0
 MASK_RATE = 0.15
@@ -131,10 +131,12 @@ class MaskedLMTask:
 
   @staticmethod
   def _sums(logits, targets, weight, mask=None) -> dict:
-    per_token, correct = losses.cross_entropy(logits, targets)
+    per_token = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), targets)
     weight = weight.astype(jnp.float32)
     if mask is not None:
       weight = weight * mask.astype(jnp.float32)[:, None]
+    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
     return {'loss': jnp.sum(per_token * weight),
             'accuracy': jnp.sum(correct * weight),
             'count': jnp.sum(weight)}

@@ -30,9 +30,9 @@ import math
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from deepl import decoding
-from deepl.tasks import losses
 
 PAD_ID = 0
 MAX_ORDER = 4
@@ -158,8 +158,10 @@ class Seq2SeqTask:
 
   def _token_sums(self, logits, batch, weight) -> dict:
     labels = batch['targets'][:, 1:]
-    per_token, correct = losses.cross_entropy(logits, labels)
+    per_token = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), labels)
     token_weight = (labels != PAD_ID) * weight[:, None]
+    correct = jnp.argmax(logits, -1) == labels
     return {'loss': jnp.sum(per_token * token_weight),
             'accuracy': jnp.sum(correct * token_weight),
             'tokens': jnp.sum(token_weight),
