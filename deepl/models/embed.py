@@ -5,7 +5,7 @@ gathers, so its gradient is a bfloat16 scatter-add, rounded at each of the
 batch's additions into a row. On a GPU the updates to one row also contend:
 in a real `deepl train` run of nanoGPT's character GPT on an H200 (batch
 64 x 256, 65 ids, Tiny Shakespeare, bf16) that one scatter took 21-39 ms of
-each 30-40 ms step, and the loop ran at 25-39 steps/s against the 134 of the
+each 26-45 ms step, and the loop ran at 22-39 steps/s against the 134 of the
 same step timed on uniformly random tokens. This `Embed` gathers the float32
 rows and casts only them, so the scatter-add is float32 (exact to float32
 rounding; on a GPU, float32 atomic adds). Parameters, init and outputs
