@@ -17,8 +17,9 @@ as nanoGPT's does (train 0.59, validation 1.94 at step 4,500; the run was stoppe
 the device's time limit). Hence a checkpoint with every eval, the best by validation loss kept. Not
 the same split as nanoGPT's (the last 10% of the text; TFDS holds out 2 x 55,770 characters). The
 loop ran at 20-33 steps/s, ~430,000 tokens/s, MFU 2.5-4% of the bf16 peak, while
-tools/benchmark.py runs the same step at 128 steps/s (MFU 15%): on that GPU the loop, not the
-step, is the bottleneck (not yet found; the step's own speed is in the README).
+tools/benchmark.py runs the same step at 128 steps/s (MFU 15%). A later trace on an H200 found
+why: the embedding's gradient, a bfloat16 scatter-add into 65 rows, took 21-39 ms a step. The
+embeddings now gather float32 rows and cast them (deepl/models/embed.py); not yet re-timed.
 
 Measured here (2 CPU cores), :cpu (4 layers, 4 heads, width 128, rotary positions, dropout 0.1,
 801,792 parameters): validation loss 1.461 nats/char (2.11 bits/char) after 2,500 steps, 1,130 s
