@@ -85,8 +85,9 @@ def zipf_tokens(rng: np.random.Generator, low: int, high: int, shape) -> np.ndar
   embedding's gradient adds many rows into one (a GPU's scatter). Uniform ids
   timed nanoGPT's char GPT at 134 steps/s on an H200 while `deepl train` on
   Tiny Shakespeare ran at 22-39; the trace put most of the gap in that
-  bfloat16 scatter (see deepl/models/embed.py). The most frequent id takes 21% of a 64-id draw
-  (Tiny Shakespeare's space: 15%) and 10% of a 16,383-id one.
+  bfloat16 scatter (see deepl/models/embed.py). The most frequent id takes
+  21% of a 64-id draw (Tiny Shakespeare's space: 15%) and 10% of a 16,383-id
+  one.
   """
   p = 1.0 / np.arange(1, high - low + 1)
   return (low + rng.choice(high - low, size=shape, p=p / p.sum())).astype(np.int32)
