@@ -315,6 +315,59 @@ def test_decode_ragged_prompts_keep_each_state():
                         rtol=1e-5, atol=1e-6)
 
 
+# ------------------------------------------- projecting the embedding table
+
+
+@pytest.mark.parametrize('cell', CELLS)
+def test_token_inputs_give_the_values_and_gradients_of_their_embeddings(cell):
+  # Both directions and ragged lengths: the backward one reverses the ids.
+  stack = rnn.RNNStack(cell, hidden_dim=5, bidirectional=True)
+  lengths = np.array([7, 4, 2])
+  ids = _tokens(lengths, 7)
+  table = _random((VOCAB, 3), seed=5)
+  variables = _init(stack, table[ids], lengths)
+
+  @functools.partial(jax.jit, static_argnums=2)
+  def loss_and_grads(variables, table, tokens):
+    def loss(variables, table):
+      x = rnn.TokenInputs(table, ids) if tokens else jnp.take(table, ids, axis=0)
+      ys, carries = stack.apply(variables, x, lengths, train=False)
+      return jnp.sum(ys ** 2) + sum(jnp.sum(c[-1] ** 2) for c in carries[0])
+    return jax.value_and_grad(loss, argnums=(0, 1))(variables, table)
+
+  _assert_trees_close(loss_and_grads(variables, table, True),
+                      loss_and_grads(variables, table, False), rtol=1e-5, atol=1e-6)
+
+
+def _projects_table(lm, variables, tokens, **kwargs):
+  """Whether the LM's forward multiplies the (vocab, embed) table by a kernel."""
+  jaxpr = jax.make_jaxpr(lambda v: lm.apply(v, tokens, **kwargs))(variables)
+
+  def dots(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'dot_general':
+        yield eqn.invars[0].aval.shape
+      for param in eqn.params.values():
+        inner = getattr(param, 'jaxpr', param)
+        if hasattr(inner, 'eqns'):
+          yield from dots(inner)
+
+  return (VOCAB, TINY['embed_dim']) in set(dots(jaxpr.jaxpr))
+
+
+def test_lm_projects_the_table_only_where_no_dropout_comes_between():
+  rngs = {'rngs': {'dropout': jax.random.key(1)}}
+  many = _tokens([6] * 3, 6)      # 18 tokens, more than the 11 ids
+  few = _tokens([5, 5], 5)        # 10 tokens
+  plain = rnn.RNNLM(vocab_size=VOCAB, **TINY)
+  dropped = rnn.RNNLM(vocab_size=VOCAB, dropout=0.5, **TINY)
+  variables = _init(plain, many)
+  assert _projects_table(plain, variables, many, train=True, **rngs)
+  assert _projects_table(dropped, variables, many, train=False)
+  assert not _projects_table(dropped, variables, many, train=True, **rngs)
+  assert not _projects_table(plain, variables, few, train=False)
+
+
 # ------------------------------------------------------- dropout, purity
 
 
