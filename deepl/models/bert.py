@@ -56,6 +56,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from deepl.models import dense
 from deepl.models import transformer
 
 _INIT = transformer.DEFAULT_INIT
@@ -196,8 +197,8 @@ class BertMLM(EncoderFields):
     x = encoder(tokens, lengths, train=train, masked=masked)[:, 1:]
     if positions is not None:
       x = jnp.take_along_axis(x, positions[..., None], axis=1)
-    x = nn.Dense(self.width, kernel_init=_INIT, dtype=self.dtype,
-                 name='mlm_dense')(x)
+    x = dense.Dense(self.width, kernel_init=_INIT, dtype=self.dtype,
+                    name='mlm_dense')(x)
     x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='mlm_ln')(
         transformer.gelu(x))
     bias = self.param('mlm_bias', nn.initializers.zeros, (self.vocab_size,))
@@ -233,11 +234,11 @@ class BertClassifier(EncoderFields):
                else jnp.arange(x.shape[1])[None, :] < lengths[:, None])
       count = jnp.maximum(valid.sum(axis=1, keepdims=True), 1)
       x = (jnp.where(valid[..., None], x, 0.0).sum(axis=1) / count).astype(self.dtype)
-    x = jnp.tanh(nn.Dense(self.width, kernel_init=_INIT, dtype=self.dtype,
-                          name='pooler')(x))
+    x = jnp.tanh(dense.Dense(self.width, kernel_init=_INIT, dtype=self.dtype,
+                             name='pooler')(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, kernel_init=_INIT, dtype=self.dtype,
-                 name='classifier')(x)
+    x = dense.Dense(self.num_classes, kernel_init=_INIT, dtype=self.dtype,
+                    name='classifier')(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32)
 
@@ -257,6 +258,6 @@ class BertTokenClassifier(EncoderFields):
     """float32 logits (b, L, num_classes); padded positions are meaningless."""
     x = _encoder(self)(tokens, lengths, train=train)[:, 1:]
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, kernel_init=_INIT, dtype=self.dtype,
-                 name='token_classifier')(x)
+    x = dense.Dense(self.num_classes, kernel_init=_INIT, dtype=self.dtype,
+                    name='token_classifier')(x)
     return x.astype(jnp.float32)

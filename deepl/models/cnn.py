@@ -14,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from deepl.models import dense
 from deepl.models.conv import Conv
 
 
@@ -46,8 +47,8 @@ class CNN(nn.Module):
     # Flatten only the trailing H, W, C so the model also runs on a single
     # unbatched image (e.g. under jax.vmap for per-example gradients).
     x = x.reshape(x.shape[:-3] + (-1,))
-    x = nn.Dense(256, dtype=self.dtype)(x)
+    x = dense.Dense(256, dtype=self.dtype)(x)
     x = nn.relu(x)
-    x = nn.Dense(self.num_classes, dtype=self.dtype)(x)
+    x = dense.Dense(self.num_classes, dtype=self.dtype)(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32)

@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from deepl.models import dense
 from deepl.models.batch_norm import BatchNorm
 from deepl.models.conv import Conv
 from deepl.models.fusion import materialize
@@ -170,7 +171,7 @@ class ResNet(nn.Module):
                       name=f'stage{i + 1}_block{j + 1}')(x)
 
     x = jnp.mean(x, axis=(-3, -2))  # global average pool over H, W
-    x = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
+    x = dense.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32)
 

@@ -61,6 +61,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deepl.models import dense
 from deepl.models import embed
 
 # Number of H-wide gate blocks in each cell's projections.
@@ -500,7 +501,7 @@ class RNNClassifier(nn.Module):
       count = jnp.maximum(lengths, 1)[:, None].astype(jnp.float32)
       x = outputs.astype(jnp.float32).sum(axis=1) / count
     x = drop()(x)
-    x = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
+    x = dense.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32)
 
@@ -535,7 +536,7 @@ class RNNLM(nn.Module):
     self.rnn = RNNStack(self.cell, self.hidden_dim, self.num_layers,
                         dropout=self.dropout, dtype=self.dtype)
     self.drop = nn.Dropout(self.dropout)
-    self.head = nn.Dense(self.vocab_size, dtype=self.dtype)
+    self.head = dense.Dense(self.vocab_size, dtype=self.dtype)
 
   def __call__(self, tokens, *, train: bool, lengths=None):
     """Maps int tokens (b, T) to float32 logits (b, T, vocab_size).

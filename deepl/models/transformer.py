@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deepl.models import dense
 from deepl.models import embed
 
 Initializer = Callable[..., jax.Array]
@@ -282,9 +283,9 @@ class MultiHeadAttention(nn.Module):
     context = x if self_attention else context
 
     def project(name, inputs):
-      return nn.DenseGeneral((self.num_heads, head_dim), use_bias=self.use_bias,
-                             kernel_init=self.kernel_init, dtype=self.dtype,
-                             name=name)(inputs)
+      return dense.DenseGeneral((self.num_heads, head_dim), use_bias=self.use_bias,
+                                kernel_init=self.kernel_init, dtype=self.dtype,
+                                name=name)(inputs)
 
     q = project('query', x)           # (b, T, h, d)
     k = project('key', context)       # (b, S, h, d)
@@ -313,10 +314,10 @@ class MultiHeadAttention(nn.Module):
 
     y = dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
                               implementation=self.implementation)
-    out = nn.DenseGeneral(self.out_features or width, axis=(-2, -1),
-                          use_bias=self.use_bias,
-                          kernel_init=self.out_kernel_init, dtype=self.dtype,
-                          name='out')(y)
+    out = dense.DenseGeneral(self.out_features or width, axis=(-2, -1),
+                             use_bias=self.use_bias,
+                             kernel_init=self.out_kernel_init, dtype=self.dtype,
+                             name='out')(y)
     return out if cache is None else (out, cache)
 
 
@@ -427,13 +428,13 @@ class Block(nn.Module):
 
     width = x.shape[-1]
     y = layer_norm('ln_mlp')(x)
-    y = nn.Dense(self.mlp_dim, use_bias=self.use_bias,
-                 kernel_init=self.kernel_init, dtype=self.dtype,
-                 name='mlp_in')(y)
+    y = dense.Dense(self.mlp_dim, use_bias=self.use_bias,
+                    kernel_init=self.kernel_init, dtype=self.dtype,
+                    name='mlp_in')(y)
     # Exact erf GELU, PyTorch's nn.GELU() default that nanoGPT and ViT use.
     y = gelu(y)
-    y = nn.Dense(width, use_bias=self.use_bias, kernel_init=self.residual_init,
-                 dtype=self.dtype, name='mlp_out')(y)
+    y = dense.Dense(width, use_bias=self.use_bias, kernel_init=self.residual_init,
+                    dtype=self.dtype, name='mlp_out')(y)
     x = x + drop(y)
     return x if cache is None else (x, cache)
 
@@ -469,8 +470,8 @@ class Embedder(nn.Module):
       self.position_embed = embed.Embed(self.max_len, self.width, dtype=self.dtype,
                                         embedding_init=self.embedding_init)
     if not self.tie:
-      self.head = nn.Dense(self.vocab_size, use_bias=False, dtype=self.dtype,
-                           kernel_init=self.embedding_init)
+      self.head = dense.Dense(self.vocab_size, use_bias=False, dtype=self.dtype,
+                              kernel_init=self.embedding_init)
 
   def __call__(self, tokens, positions=None):
     """int tokens (b, T) -> (b, T, W); positions (T,) or (b, T), default 0..T-1.

@@ -22,6 +22,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from deepl.models import dense
 from deepl.models import transformer
 
 POOLS = ('cls', 'mean')
@@ -94,7 +95,7 @@ class ViT(nn.Module):
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='ln_f')(x)
 
     x = x[:, 0] if self.pool == 'cls' else x.mean(axis=1)
-    x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
-                 dtype=self.dtype, name='head')(x)
+    x = dense.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                    dtype=self.dtype, name='head')(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32).reshape(lead + (self.num_classes,))
