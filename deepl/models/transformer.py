@@ -120,27 +120,37 @@ def dot_product_attention(q, k, v, *, mask=None, is_causal: bool = False,
   if implementation is not None or backend != 'cpu':
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
                                         implementation=implementation)
-  length, keys = q.shape[1], k.shape[1]
   q = q * np.float32(1.0 / np.sqrt(q.shape[-1])).astype(q.dtype)
   if mask is not None:
     mask = jnp.reshape(mask, (1,) * (4 - mask.ndim) + mask.shape)
   if not is_causal:
-    return _attend(q, k, v, mask)
-  batch = q.shape[0]
+    return _head_major(_attend, q, k, v, mask)
+  batch, length = q.shape[:2]
   block_rows = length / max(1, min(_MAX_BLOCKS, length // _MIN_BLOCK))
-  wanted = batch * q.shape[2] * block_rows * keys * 4 / _CHUNK_LOGITS_BYTES
+  wanted = batch * q.shape[2] * block_rows * k.shape[1] * 4 / _CHUNK_LOGITS_BYTES
   # The fewest chunks that divide the batch and bring each chunk's logits to the target.
   chunks = next(n for n in range(1, batch + 1) if batch % n == 0 and (n >= wanted or n == batch))
   if chunks == 1:
-    return _causal_blocks(q, k, v, mask)
+    return _head_major(_causal_blocks, q, k, v, mask)
   size = batch // chunks
   part = lambda a, i: a if a is None or a.shape[0] == 1 else a[i * size:(i + 1) * size]
-  return jnp.concatenate([_causal_blocks(part(q, i), part(k, i), part(v, i), part(mask, i))
-                          for i in range(chunks)], axis=0)
+  return jnp.concatenate([_head_major(_causal_blocks, part(q, i), part(k, i), part(v, i),
+                                      part(mask, i)) for i in range(chunks)], axis=0)
+
+
+def _head_major(attend, q, k, v, mask):
+  """attend(q, k, v, mask) on (b, h, T, d) copies of q, k, v; the result back as (b, T, h, d).
+
+  One transpose of each per batch chunk: the einsums on (b, T, h, d) made
+  XLA:CPU copy q, k and v over again for every query block, and GPT-mini's
+  step ran 1.025x as fast this way (20 rounds alternated in one process).
+  """
+  heads_first = lambda a: a.transpose(0, 2, 1, 3)
+  return heads_first(attend(heads_first(q), heads_first(k), heads_first(v), mask))
 
 
 def _causal_blocks(q, k, v, mask):
-  length, keys = q.shape[1], k.shape[1]
+  length, keys = q.shape[2], k.shape[2]
   if length != keys:
     raise ValueError(f'causal attention needs as many keys as queries, got '
                      f'{length} queries and {keys} keys')
@@ -152,18 +162,18 @@ def _causal_blocks(q, k, v, mask):
     if mask is not None:
       rows = mask[:, :, start:stop] if mask.shape[2] > 1 else mask
       block_mask = jnp.logical_and(block_mask, rows[..., :stop] if rows.shape[3] > 1 else rows)
-    outputs.append(_attend(q[:, start:stop], k[:, :stop], v[:, :stop], block_mask))
-  return jnp.concatenate(outputs, axis=1) if len(outputs) > 1 else outputs[0]
+    outputs.append(_attend(q[:, :, start:stop], k[:, :, :stop], v[:, :, :stop], block_mask))
+  return jnp.concatenate(outputs, axis=2) if len(outputs) > 1 else outputs[0]
 
 
 def _attend(q, k, v, mask):
-  """One block: q already scaled; mask None or broadcastable to (b, h, T, S)."""
-  logits = jnp.einsum('bthd,bshd->bhts', q, k, preferred_element_type=jnp.float32)
+  """One block, head-major (b, h, T, d): q already scaled; mask None or broadcastable to (b, h, T, S)."""
+  logits = jnp.einsum('bhtd,bhsd->bhts', q, k, preferred_element_type=jnp.float32)
   if mask is not None:
     # JAX's XLA path uses the same number, so fully masked rows agree too.
     logits = jnp.where(mask, logits, -0.7 * np.finfo(np.float32).max)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum('bhts,bshd->bthd', probs, v)
+  return jnp.einsum('bhts,bhsd->bhtd', probs, v)
 
 
 def check_heads(width: int, num_heads: int):
