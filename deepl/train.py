@@ -281,6 +281,9 @@ class StepCost:
     self.failed = False
     self.peak = None
     try:
+      # The CPU's peak is a matmul timed now: wait until the state's init has
+      # run, or it shares the cores with it (a peak of 109 GFLOP/s, not ~200).
+      jax.block_until_ready(state)
       self.peak = flops_lib.system_peak_flops(config_lib.compute_dtype(config))
     except Exception as err:  # pylint: disable=broad-except
       self._warn(err)
