@@ -100,13 +100,13 @@ def dot_product_attention(q, k, v, *, mask=None, is_causal: bool = False,
   jax.nn.dot_product_attention. On a GPU, bf16/fp16 attention without a mask
   (causal or full) asks for the cuDNN flash kernel first, falling back to XLA
   where cuDNN refuses the shape, version or chip. On CPU, where XLA has no
-  fused attention, the same math runs as two einsums around a float32
-  softmax (masked logits set to the same large negative number JAX uses),
-  and causal self-attention cuts the queries into up to 4 blocks: block i
-  only multiplies the keys up to its own last row, 10/16 of the full product
-  at 4 blocks; a big batch is also cut into chunks whose logits stay
-  cache-sized. One difference: a
-  query row whose every key is masked (possible only with a mask) averages
+  fused attention, the same math runs as two einsums (on head-major copies
+  of q, k and v) around a float32 softmax (masked logits set to the same
+  large negative number JAX uses), and causal self-attention cuts the
+  queries into up to 4 blocks: block i only multiplies the keys up to its
+  own last row, 10/16 of the full product at 4 blocks; a big batch is also
+  cut into chunks whose logits stay cache-sized. One difference: a query row
+  whose every key is masked (possible only with a mask) averages
   the keys its block reads instead of all of them; such rows are padding
   whose outputs nothing should use.
   """
