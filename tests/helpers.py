@@ -1,9 +1,11 @@
-"""Running the real `deepl` command line from tests."""
+"""Shared by the tests: running the real `deepl` command line, and the matmuls a function traces."""
 
 import os
 import pathlib
 import subprocess
 import sys
+
+import jax
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / 'experiments'
@@ -24,3 +26,20 @@ def deepl(*args, devices: int | None = None, timeout: float = 300, command: str 
   return subprocess.run([sys.executable, '-m', 'deepl.main', command, *args],
                         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                         env=env_for(devices, **(env or {})), **popen)
+
+
+def dot_operands(fn, *args) -> list[tuple]:
+  """The operand avals of every dot_general `fn(*args)` traces, in order.
+
+  Nested jaxprs (scans, jits, custom VJPs) included.
+  """
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'dot_general':
+        yield tuple(v.aval for v in eqn.invars)
+      for param in eqn.params.values():
+        inner = getattr(param, 'jaxpr', param)
+        if hasattr(inner, 'eqns'):
+          yield from walk(inner)
+
+  return list(walk(jax.make_jaxpr(fn)(*args).jaxpr))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from deepl.models import dense
+from tests import helpers
 
 # (ours, flax's, their arguments): a Dense on a sequence, attention's q/k/v
 # projection (W -> heads x head_dim) and its output projection (contracting both).
@@ -35,9 +36,7 @@ def test_same_parameters_values_and_gradients_as_flax(ours, theirs, kwargs):
 
 
 def _dot_operand_ranks(fn, *args):
-  jaxpr = jax.make_jaxpr(fn)(*args)
-  return [tuple(v.aval.ndim for v in eqn.invars) for eqn in jaxpr.eqns
-          if eqn.primitive.name == 'dot_general']
+  return [tuple(a.ndim for a in operands) for operands in helpers.dot_operands(fn, *args)]
 
 
 def test_on_cpu_a_dense_contraction_is_one_2d_matmul():

@@ -14,6 +14,7 @@ import pytest
 
 from deepl import models
 from deepl.models import rnn
+from tests import helpers
 
 CELLS = ('rnn', 'lstm', 'gru')
 TINY = dict(embed_dim=4, hidden_dim=5)
@@ -341,18 +342,8 @@ def test_token_inputs_give_the_values_and_gradients_of_their_embeddings(cell):
 
 def _projects_table(lm, variables, tokens, **kwargs):
   """Whether the LM's forward multiplies the (vocab, embed) table by a kernel."""
-  jaxpr = jax.make_jaxpr(lambda v: lm.apply(v, tokens, **kwargs))(variables)
-
-  def dots(jaxpr):
-    for eqn in jaxpr.eqns:
-      if eqn.primitive.name == 'dot_general':
-        yield eqn.invars[0].aval.shape
-      for param in eqn.params.values():
-        inner = getattr(param, 'jaxpr', param)
-        if hasattr(inner, 'eqns'):
-          yield from dots(inner)
-
-  return (VOCAB, TINY['embed_dim']) in set(dots(jaxpr.jaxpr))
+  dots = helpers.dot_operands(lambda v: lm.apply(v, tokens, **kwargs), variables)
+  return (VOCAB, TINY['embed_dim']) in {lhs.shape for lhs, _ in dots}
 
 
 def test_lm_projects_the_table_only_where_no_dropout_comes_between():
