@@ -2,7 +2,8 @@
 
   pip install -e '.[bench]'     # PyTorch, for this tool only
   python tools/torch_benchmark.py [--models=cnn,resnet20,lstm,gpt_mini] \
-      [--steps=10 --windows=3 --warmup=2 --torch_threads=0 --json=side_by_side.json]
+      [--steps=10 --windows=3 --warmup=2 --window_warmup=1 --torch_threads=0 \
+       --json=side_by_side.json]
 
 For each model: the JAX train step exactly as tools/benchmark.py builds it
 (the real `deepl train` step on synthetic batches), and its PyTorch twin here:
@@ -10,6 +11,13 @@ the same layers and shapes, the same parameter count (printed and asserted),
 the same batch, loss, accuracy sums and SGD (momentum 0.9, lr 0.1). Windows
 of `steps` steps alternate JAX, PyTorch, JAX, ... so both see the same machine
 load; the table gives the median steps/s of each and the ratio JAX/PyTorch.
+Every window starts with `window_warmup` untimed steps, in both frameworks:
+the first step after the other framework's window pays for what the pause
+undid, not for the model. Measured here for GPT-mini, one step after 1-3 s
+idle took 1.0-1.7 s against ~0.65 s, most of it system time re-faulting
+XLA's step buffers: this VM's kernel hands free pages back to the host ~2 s
+after they are freed, and XLA:CPU frees its temporaries after every step.
+Training runs step after step and does not pay it.
 Each framework has a process of its own, as a user's run would: the JAX step
 runs in a child process (this script with --jax_worker), with the XLA flags
 `deepl train` sets for that model, so convolutional and other models can be
@@ -57,6 +65,8 @@ flags.DEFINE_list('models', list(VARIANTS), 'Which of experiments/benchmarks.py\
 # other at every op (measured here: the CNN at 3.5-8.9 steps/s with 2 threads,
 # 11-12 with 1, while another job held a core): pass the cores really free.
 flags.DEFINE_integer('torch_threads', 0, 'torch.set_num_threads (0: PyTorch\'s default).')
+flags.DEFINE_integer('window_warmup', 1, 'Untimed steps at the start of every window, both '
+                     'frameworks (see above).')
 flags.DEFINE_bool('jax_worker', False, 'Internal: the JAX side\'s own process (see jax_worker).')
 FLAGS = flags.FLAGS
 # sibling_config looks next to a file: any path inside experiments/ will do.
@@ -214,6 +224,8 @@ class TorchBench:
       return loss.detach(), (logits.argmax(-1) == targets).sum()
 
   def window(self, steps: int) -> float:
+    for _ in range(FLAGS.window_warmup):
+      self.step()
     start = time.perf_counter()
     for _ in range(steps):
       self.step()
@@ -232,6 +244,8 @@ def jax_worker(variant: str) -> None:
   print(json.dumps(harness.num_params), flush=True)
   rates = []
   for _ in sys.stdin:
+    if FLAGS.window_warmup:
+      harness.window(FLAGS.window_warmup)
     rates.append(harness.window(FLAGS.steps))
     print(json.dumps(rates[-1]), flush=True)
   print(json.dumps(harness.report(rates)['mfu']), flush=True)
@@ -241,7 +255,8 @@ class JaxWorker:
   """This script as a `--jax_worker` child process, asked for one window at a time."""
 
   def __init__(self, variant: str):
-    args = [f'--models={variant}', f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}']
+    args = [f'--models={variant}', f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}',
+            f'--window_warmup={FLAGS.window_warmup}']
     if FLAGS.vocab_size:
       args.append(f'--vocab_size={FLAGS.vocab_size}')
     self.process = subprocess.Popen([sys.executable, __file__, '--jax_worker', *args],
@@ -293,6 +308,8 @@ def main(argv):
   unknown = [m for m in FLAGS.models if m not in VARIANTS]
   if unknown:
     cli.fail(f'--models: unknown {", ".join(unknown)}; choose from {", ".join(VARIANTS)}')
+  if FLAGS.window_warmup < 0:
+    cli.fail(f'--window_warmup={FLAGS.window_warmup} must be >= 0')
   if FLAGS.jax_worker:
     jax_worker(FLAGS.models[0])
     return
