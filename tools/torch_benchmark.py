@@ -224,8 +224,6 @@ class TorchBench:
       return loss.detach(), (logits.argmax(-1) == targets).sum()
 
   def window(self, steps: int) -> float:
-    for _ in range(FLAGS.window_warmup):
-      self.step()
     start = time.perf_counter()
     for _ in range(steps):
       self.step()
@@ -293,7 +291,9 @@ def side_by_side(variant: str, *, steps: int, windows: int, warmup: int) -> dict
     twin.window(warmup)
   jax_rates, torch_rates = [], []
   for _ in range(windows):
-    jax_rates.append(worker.window())
+    jax_rates.append(worker.window())  # the worker runs its untimed steps first, as here
+    if FLAGS.window_warmup:
+      twin.window(FLAGS.window_warmup)
     torch_rates.append(twin.window(steps))
   result = {'model': variant, 'num_params': worker.num_params,
             'jax_steps_per_sec': statistics.median(jax_rates),
