@@ -43,6 +43,19 @@ from deepl.state import TrainState
 _IDENTITY_KEYS = ('model', 'task', 'data.name')
 
 
+def check_model(config) -> list[str]:
+  """The model's fields, once its name, fields and remat option are checked.
+
+  Runs before any data is prepared: a download can take minutes, and a typo
+  in the model's config should not wait for it.
+  """
+  fields = models.check_fields(config.model.name, config_lib.model_kwargs(config))
+  if config.train.remat and 'remat' not in fields:
+    raise UserError(f"model {config.model.name!r} has no remat option (the transformers "
+                    'have): set train.remat=False')
+  return fields
+
+
 def make_task(config, dataset, tokenizer=None):
   """(task, init_task): the task the step runs, and the one to initialise with.
 
@@ -51,7 +64,7 @@ def make_task(config, dataset, tokenizer=None):
   minus the axis name (identical parameters).
   """
   model_kwargs = config_lib.model_kwargs(config)
-  fields = models.field_names(config.model.name)
+  fields = check_model(config)
   if 'num_classes' in fields and dataset.num_classes:
     model_kwargs.setdefault('num_classes', dataset.num_classes)
   seq2seq = config.task == 'seq2seq'
@@ -64,9 +77,6 @@ def make_task(config, dataset, tokenizer=None):
   if 'dtype' in fields:
     model_kwargs.setdefault('dtype', jax.numpy.dtype(config.train.compute_dtype))
   if config.train.remat:
-    if 'remat' not in fields:
-      raise UserError(f"model {config.model.name!r} has no remat option (the transformers "
-                      'have): set train.remat=False')
     model_kwargs.setdefault('remat', True)
   task_cls = tasks.get(config.task)
   options = dict(augment=config.data.augment, mask_rate=config.train.mask_rate,
@@ -322,6 +332,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   primary = jax.process_index() == 0
 
   # --- Workdir ---------------------------------------------------------------
+  check_model(config)
   prepare_workdir(config, workdir)
 
   # --- Input, model, optimizer -----------------------------------------------

@@ -162,3 +162,27 @@ def test_checkpoint_of_a_different_shape(finished_run, tfds_data_dir, tmp_path):
                          '--config.model.name=resnet20')
   _assert_user_error(result, 'different model')
   assert _tree_digest(copy / 'checkpoints') == before
+
+
+@pytest.mark.parametrize('field,value,needle', [
+    ('remat', True, "model 'cnn' has no remat option"),
+    ('model.features', (32, 64), "unknown field 'features' for model 'cnn'"),
+])
+def test_model_is_checked_before_any_data(tmp_path, monkeypatch, field, value, needle):
+  """A bad model config fails at once, not after a download that can take minutes."""
+  from deepl import config as config_lib  # pylint: disable=g-import-not-at-top
+  from deepl import data  # pylint: disable=g-import-not-at-top
+  from deepl import train  # pylint: disable=g-import-not-at-top
+  from deepl.errors import UserError  # pylint: disable=g-import-not-at-top
+  prepared = []
+  monkeypatch.setattr(data, 'get_dataset', lambda *args, **kwargs: prepared.append(args))
+  config = config_lib.default_config()
+  config.data.name = 'mnist'
+  if field == 'remat':
+    config.train.remat = value
+  else:
+    config.model[field.split('.')[1]] = value
+  with pytest.raises(UserError, match=needle):
+    train.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert not prepared
+  assert not (tmp_path / 'w').exists()

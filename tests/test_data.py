@@ -132,6 +132,20 @@ def test_online_path_asks_tfds_download_manager(tmp_path, monkeypatch):
   assert (len(ds.splits['train']), len(ds.splits['test'])) == (15, 3)
 
 
+def test_failed_download_is_one_user_error(tmp_path, monkeypatch):
+  def offline(self, url):
+    del self, url  # requests raises its ConnectionError, an OSError, after its retries
+    raise ConnectionError("HTTPSConnectionPool(host='www.cs.toronto.edu'): Max retries\nmore")
+
+  monkeypatch.setattr(tfds.download.DownloadManager, 'download', offline)
+  with pytest.raises(UserError, match=r"could not download or prepare cifar10 \(HTTPSConnection"
+                                      r"Pool\(host='www.cs.toronto.edu'\): Max retries\); "
+                                      r'offline, set data.manual_dir') as err:
+    data.get_dataset('cifar10', data_dir=str(tmp_path / 'tfds'))
+  assert '\n' not in str(err.value)
+  assert not data.datasets.get_builder('cifar10', str(tmp_path / 'tfds')).is_prepared()
+
+
 def _manual_copy(shared_data, tmp_path, name, drop=None, corrupt=None):
   """A manual_dir of links to the real files, minus or with one bad file."""
   manual = tmp_path / 'manual'

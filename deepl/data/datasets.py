@@ -115,16 +115,23 @@ def get_dataset(name: str, *, data_dir: str | None = None,
     `TextSplit`s (text).
 
   Raises:
-    UserError: unknown name, or a manual_dir that lacks the right files.
+    UserError: unknown name, a manual_dir that lacks the right files, or a
+      download that failed.
   """
   builder = get_builder(name, data_dir)
   if not builder.is_prepared():
     if manual_dir is not None and not epath.Path(manual_dir).is_dir():
       raise UserError(f'manual_dir {manual_dir} is not a folder: point '
                       f'data.manual_dir at the folder with the {name} files')
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=manual_dir, try_download_gcs=False))
+    try:
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+              manual_dir=manual_dir, try_download_gcs=False))
+    except OSError as err:  # requests' ConnectionError is one: no network, a proxy, a timeout
+      reason = (str(err).splitlines() or [type(err).__name__])[0]
+      reason = reason if len(reason) <= 160 else reason[:160] + '...'
+      raise UserError(f'could not download or prepare {name} ({reason}); offline, set '
+                      f'data.manual_dir to a folder with its original files') from None
   features = builder.info.features
   if 'image' in features:
     load, image_shape = _load_split, tuple(features['image'].shape)

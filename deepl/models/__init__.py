@@ -64,6 +64,17 @@ def field_names(name: str) -> list[str]:
   return [f.name for f in _fields(get(name))]
 
 
+def check_fields(name: str, keys) -> list[str]:
+  """The fields of model `name`; UserError for an unknown name or any of `keys` it lacks."""
+  known = field_names(name)
+  for key in keys:
+    if key not in known:
+      raise UserError(
+          f'unknown field {key!r} for model {name!r}'
+          f'{suggest(key, known) or ";"} fields: {", ".join(known)}')
+  return known
+
+
 def build(name: str, **kwargs):
   """An instance of model `name` with `kwargs` as its fields.
 
@@ -71,14 +82,9 @@ def build(name: str, **kwargs):
     UserError: for an unknown model, an unknown field, a required field
       without a value, or a width that does not split into num_heads heads.
   """
+  known = check_fields(name, kwargs)
   cls = get(name)
   fields = _fields(cls)
-  known = [f.name for f in fields]
-  for key in kwargs:
-    if key not in known:
-      raise UserError(
-          f'unknown field {key!r} for model {name!r}'
-          f'{suggest(key, known) or ";"} fields: {", ".join(known)}')
   missing = [f.name for f in fields if f.name not in kwargs and
              f.default is dataclasses.MISSING and
              f.default_factory is dataclasses.MISSING]
