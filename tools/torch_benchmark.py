@@ -10,7 +10,9 @@ For each model: the JAX train step exactly as tools/benchmark.py builds it
 the same layers and shapes, the same parameter count (printed and asserted),
 the same batch, loss, accuracy sums and SGD (momentum 0.9, lr 0.1). Windows
 of `steps` steps alternate JAX, PyTorch, JAX, ... so both see the same machine
-load; the table gives the median steps/s of each and the ratio JAX/PyTorch.
+load; the table gives the median steps/s of each and the ratio JAX/PyTorch,
+and, as this machine's speed drifts, each JAX window's ratio to the PyTorch
+window right after it: their range, and in how many JAX was ahead.
 Every window starts with `window_warmup` untimed steps, in both frameworks:
 the first step after the other framework's window pays for what the pause
 undid, not for the model. Measured here for GPT-mini, one step after 1-3 s
@@ -295,9 +297,11 @@ def side_by_side(variant: str, *, steps: int, windows: int, warmup: int) -> dict
     if FLAGS.window_warmup:
       twin.window(FLAGS.window_warmup)
     torch_rates.append(twin.window(steps))
+  paired = [j / t for j, t in zip(jax_rates, torch_rates)]
   result = {'model': variant, 'num_params': worker.num_params,
             'jax_steps_per_sec': statistics.median(jax_rates),
             'torch_steps_per_sec': statistics.median(torch_rates),
+            'jax_windows': jax_rates, 'torch_windows': torch_rates, 'window_ratios': paired,
             'mfu': worker.finish()}
   result['ratio'] = result['jax_steps_per_sec'] / result['torch_steps_per_sec']
   return result
@@ -320,11 +324,13 @@ def main(argv):
   rows = [side_by_side(m, steps=FLAGS.steps, windows=FLAGS.windows, warmup=FLAGS.warmup)
           for m in FLAGS.models]
   print(f'{"model":<10} {"params":>10} {"JAX steps/s":>12} {"PyTorch steps/s":>16} '
-        f'{"JAX/PyTorch":>12} {"JAX MFU":>8}')
+        f'{"JAX/PyTorch":>12} {"JAX MFU":>8} {"window pairs: ratios, JAX ahead":>32}')
   for r in rows:
     mfu = f"{100 * r['mfu']:.1f}%" if r['mfu'] else '?'
+    paired = r['window_ratios']
+    ahead = f"{min(paired):.2f}-{max(paired):.2f}, {sum(x > 1 for x in paired)} of {len(paired)}"
     print(f"{r['model']:<10} {r['num_params']:>10,} {r['jax_steps_per_sec']:>12.3f} "
-          f"{r['torch_steps_per_sec']:>16.3f} {r['ratio']:>12.2f} {mfu:>8}")
+          f"{r['torch_steps_per_sec']:>16.3f} {r['ratio']:>12.2f} {mfu:>8} {ahead:>32}")
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump(rows, f, indent=2)
