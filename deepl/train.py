@@ -44,12 +44,12 @@ _IDENTITY_KEYS = ('model', 'task', 'data.name')
 
 
 def check_model(config) -> list[str]:
-  """The model's fields, once its name, fields and remat option are checked.
+  """The model's fields, once its name, fields, heads and remat option are checked.
 
   Runs before any data is prepared: a download can take minutes, and a typo
   in the model's config should not wait for it.
   """
-  fields = models.check_fields(config.model.name, config_lib.model_kwargs(config))
+  fields = models.check_config(config.model.name, config_lib.model_kwargs(config))
   if config.train.remat and 'remat' not in fields:
     raise UserError(f"model {config.model.name!r} has no remat option (the transformers "
                     'have): set train.remat=False')

@@ -164,12 +164,14 @@ def test_checkpoint_of_a_different_shape(finished_run, tfds_data_dir, tmp_path):
   assert _tree_digest(copy / 'checkpoints') == before
 
 
-@pytest.mark.parametrize('field,value,needle', [
-    ('remat', True, "model 'cnn' has no remat option"),
-    ('model.features', (32, 64), "unknown field 'features' for model 'cnn'"),
+@pytest.mark.parametrize('model,remat,needle', [
+    ({'name': 'cnn'}, True, "model 'cnn' has no remat option"),
+    ({'name': 'cnn', 'features': (32, 64)}, False, "unknown field 'features' for model 'cnn'"),
+    ({'name': 'vit', 'num_heads': 5}, False, "model 'vit': width 192 is not divisible by num_heads 5"),
 ])
-def test_model_is_checked_before_any_data(tmp_path, monkeypatch, field, value, needle):
+def test_model_is_checked_before_any_data(tmp_path, monkeypatch, model, remat, needle):
   """A bad model config fails at once, not after a download that can take minutes."""
+  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
   from deepl import config as config_lib  # pylint: disable=g-import-not-at-top
   from deepl import data  # pylint: disable=g-import-not-at-top
   from deepl import train  # pylint: disable=g-import-not-at-top
@@ -178,10 +180,8 @@ def test_model_is_checked_before_any_data(tmp_path, monkeypatch, field, value, n
   monkeypatch.setattr(data, 'get_dataset', lambda *args, **kwargs: prepared.append(args))
   config = config_lib.default_config()
   config.data.name = 'mnist'
-  if field == 'remat':
-    config.train.remat = value
-  else:
-    config.model[field.split('.')[1]] = value
+  config.model = config_dict.ConfigDict(model)
+  config.train.remat = remat
   with pytest.raises(UserError, match=needle):
     train.train_and_evaluate(config, str(tmp_path / 'w'))
   assert not prepared

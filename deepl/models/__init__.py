@@ -64,14 +64,29 @@ def field_names(name: str) -> list[str]:
   return [f.name for f in _fields(get(name))]
 
 
-def check_fields(name: str, keys) -> list[str]:
-  """The fields of model `name`; UserError for an unknown name or any of `keys` it lacks."""
-  known = field_names(name)
-  for key in keys:
+def check_config(name: str, kwargs: dict) -> list[str]:
+  """The fields of model `name`, once `kwargs` are checked against them.
+
+  Needs no data, so a run can call it before preparing any.
+
+  Raises:
+    UserError: for an unknown model or field, or a width (given or default)
+      that does not split into num_heads heads.
+  """
+  fields = _fields(get(name))
+  known = [f.name for f in fields]
+  for key in kwargs:
     if key not in known:
       raise UserError(
           f'unknown field {key!r} for model {name!r}'
           f'{suggest(key, known) or ";"} fields: {", ".join(known)}')
+  value = {f.name: kwargs.get(f.name, f.default) for f in fields}
+  if 'num_heads' in known and 'width' in known and dataclasses.MISSING not in (
+      value['width'], value['num_heads']):
+    try:  # the models' own check would raise deep in init
+      transformer.check_heads(value['width'], value['num_heads'])
+    except ValueError as err:
+      raise UserError(f'model {name!r}: {err}') from None
   return known
 
 
@@ -79,25 +94,15 @@ def build(name: str, **kwargs):
   """An instance of model `name` with `kwargs` as its fields.
 
   Raises:
-    UserError: for an unknown model, an unknown field, a required field
-      without a value, or a width that does not split into num_heads heads.
+    UserError: what `check_config` raises, or a required field without a value.
   """
-  known = check_fields(name, kwargs)
-  cls = get(name)
-  fields = _fields(cls)
-  missing = [f.name for f in fields if f.name not in kwargs and
+  check_config(name, kwargs)
+  missing = [f.name for f in _fields(get(name)) if f.name not in kwargs and
              f.default is dataclasses.MISSING and
              f.default_factory is dataclasses.MISSING]
   if missing:
     raise UserError(f'model {name!r} needs a value for: {", ".join(missing)}')
-  model = cls(**kwargs)
-  # Caught here, before data or init: the models' own check raises deep in init.
-  if 'num_heads' in known and 'width' in known:
-    try:
-      transformer.check_heads(model.width, model.num_heads)
-    except ValueError as err:
-      raise UserError(f'model {name!r}: {err}') from None
-  return model
+  return get(name)(**kwargs)
 
 
 def _fields(cls) -> list[dataclasses.Field]:
