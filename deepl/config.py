@@ -98,8 +98,23 @@ def default_config() -> config_dict.ConfigDict:
 
 def get_config(arg=None) -> config_dict.ConfigDict:
   """This file is itself an experiment file: the embedded default."""
-  del arg
+  variant(arg)
   return default_config()
+
+
+def variant(arg, choices=(), default=None):
+  """The variant an experiment file was given (--config=file.py:variant), checked.
+
+  No variant gives `default`. An experiment without variants passes no
+  choices, so a variant given to it fails instead of being ignored: a typo
+  must not train the default. ValueError, which `deepl` prints as one line.
+  """
+  if not arg or arg == default:
+    return default
+  if arg not in choices:
+    known = f'choose from {", ".join(choices)}' if choices else 'this experiment has no variants'
+    raise ValueError(f'unknown variant {arg!r}{suggest(arg, choices)}; {known}')
+  return arg
 
 
 def sibling_config(this_file: str, name: str, arg=None) -> config_dict.ConfigDict:

@@ -13,10 +13,11 @@ would be the real benchmark (~91-92% for ResNet-20).
 """
 
 from deepl.config import default_config
+from deepl.config import variant
 
 
 def get_config(arg=None):
-  del arg
+  variant(arg)
   c = default_config()
   c.model.name = 'resnet20'
   c.data.name = 'cifar10'

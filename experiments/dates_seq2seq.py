@@ -20,10 +20,11 @@ The held-out test split, same run: 100.0% exact match, BLEU 1.000
 from ml_collections import config_dict
 
 from deepl.config import default_config
+from deepl.config import variant
 
 
 def get_config(arg=None):
-  del arg
+  variant(arg)
   c = default_config()
   c.task = 'seq2seq'
   # max_len (positions, KV cache) defaults to what the data needs.

@@ -13,10 +13,11 @@ mnist_cnn's 1,800 steps.
 """
 
 from deepl.config import sibling_config
+from deepl.config import variant
 
 
 def get_config(arg=None):
-  del arg
+  variant(arg)
   c = sibling_config(__file__, 'mnist_cnn')
   c.data.name = 'fashion_mnist'
   c.train.num_steps = 4000

@@ -15,6 +15,7 @@ while the test suite shared the cores. A 2,500-step schedule ended at 97.98%.
 from ml_collections import config_dict
 
 from deepl.config import default_config
+from deepl.config import variant
 
 
 def get_config(arg=None):
@@ -35,7 +36,7 @@ def get_config(arg=None):
   c.eval.every_steps = 500
   c.eval.batch_size = 1000
   c.checkpoint.every_steps = 500
-  if arg == 'cifar10':
+  if variant(arg, ('cifar10',)) == 'cifar10':
     c.model.patch_size = 4
     c.data.name = 'cifar10'
     c.data.augment = 'crop_flip'

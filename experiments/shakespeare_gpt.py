@@ -33,6 +33,7 @@ reached 1.494 (1.719 at step 1,000).
 from ml_collections import config_dict
 
 from deepl.config import default_config
+from deepl.config import variant
 
 
 def get_config(arg=None):
@@ -48,7 +49,7 @@ def get_config(arg=None):
   c.optim.clip_norm = 1.0
   c.train.log_every_steps = 100
   c.eval.batch_size = 64
-  if arg == 'cpu':
+  if variant(arg, ('cpu',)) == 'cpu':
     c.model = config_dict.ConfigDict({
         'name': 'gpt', 'num_layers': 4, 'num_heads': 4, 'width': 128, 'max_len': 128,
         'dropout': 0.1, 'position': 'rotary'})

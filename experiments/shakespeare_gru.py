@@ -9,8 +9,9 @@ steps/s before the hand-written GRU step and huge pages).
 """
 
 from deepl.config import sibling_config
+from deepl.config import variant
 
 
 def get_config(arg=None):
-  del arg
+  variant(arg)
   return sibling_config(__file__, 'shakespeare_lstm', 'gru')

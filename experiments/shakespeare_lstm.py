@@ -17,10 +17,11 @@ math): benchmarks.py:lstm, the same shape, ran ~1.2x as many steps/s after them;
 from ml_collections import config_dict
 
 from deepl.config import default_config
+from deepl.config import variant
 
 
 def get_config(arg=None):
-  cell = arg or 'lstm'
+  cell = variant(arg, ('lstm', 'gru', 'rnn'), default='lstm')
   c = default_config()
   c.task = 'causal_lm'
   c.model = config_dict.ConfigDict({

@@ -44,6 +44,7 @@ Measured here (2 CPU cores, length-sorted batches):
 from ml_collections import config_dict
 
 from deepl.config import default_config
+from deepl.config import variant as check_variant
 
 # The encoder, identical in both variants: init_from copies parameters by path
 # and shape, so any difference here would leave them fresh or fail.
@@ -53,10 +54,7 @@ VARIANTS = ('pretrain', 'finetune')
 
 
 def get_config(arg=None):
-  variant = arg or 'finetune'
-  if variant not in VARIANTS:
-    raise ValueError(f'sst2_bert variant must be one of {VARIANTS}, '
-                     f'got {variant!r}')
+  variant = check_variant(arg, VARIANTS, default='finetune')
   c = default_config()
   c.data.name = 'glue/sst2'
   c.data.tokenizer = 'word'

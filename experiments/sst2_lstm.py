@@ -18,10 +18,11 @@ pool='mean' 82.91%, pool='last' 82.11%; 1,500 steps overfit (83.14% at 1,000, 82
 from ml_collections import config_dict
 
 from deepl.config import default_config
+from deepl.config import variant
 
 
 def get_config(arg=None):
-  cell = arg or 'lstm'
+  cell = variant(arg, ('lstm', 'gru', 'rnn'), default='lstm')
   c = default_config()
   c.model = config_dict.ConfigDict({
       'name': 'rnn_classifier', 'cell': cell, 'embed_dim': 128, 'hidden_dim': 256,

@@ -95,6 +95,15 @@ def test_unknown_names(tmp_path, tfds_data_dir, override, needle):
                                    f'--config.data.data_dir={tfds_data_dir}'), needle)
 
 
+@pytest.mark.parametrize('experiment,needle', [
+    ('mnist_vit.py:cifar', "unknown variant 'cifar' — did you mean 'cifar10'?; choose from cifar10"),
+    ('mnist_cnn.py:cifar10', "unknown variant 'cifar10'; this experiment has no variants"),
+    ('shakespeare_lstm.py:lstn', "unknown variant 'lstn' — did you mean 'lstm'?"),
+])
+def test_unknown_variant(experiment, needle):
+  _assert_user_error(helpers.deepl(f'--config={helpers.EXPERIMENTS}/{experiment}'), needle)
+
+
 def test_width_not_divisible_by_heads(tmp_path, tfds_data_dir):
   result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/mnist_vit.py', '--config.data.name=digits',
                          '--config.model.num_heads=3', f'--workdir={tmp_path}/w',
