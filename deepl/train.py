@@ -34,6 +34,7 @@ from deepl import models
 from deepl import optim
 from deepl import parallel
 from deepl import tasks
+from deepl.data import augment
 from deepl.data import seq2seq_text
 from deepl.errors import UserError
 from deepl.state import TrainState
@@ -43,16 +44,17 @@ from deepl.state import TrainState
 _IDENTITY_KEYS = ('model', 'task', 'data.name')
 
 
-def check_model(config) -> list[str]:
-  """The model's fields, once its name, fields, heads and remat option are checked.
+def check_before_data(config) -> list[str]:
+  """The model's fields, once its name, fields, heads, remat and the augmentation are checked.
 
   Runs before any data is prepared: a download can take minutes, and a typo
-  in the model's config should not wait for it.
+  in the config should not wait for it.
   """
   fields = models.check_config(config.model.name, config_lib.model_kwargs(config))
   if config.train.remat and 'remat' not in fields:
     raise UserError(f"model {config.model.name!r} has no remat option (the transformers "
                     'have): set train.remat=False')
+  augment.check_name(config.data.augment)
   return fields
 
 
@@ -64,7 +66,7 @@ def make_task(config, dataset, tokenizer=None):
   minus the axis name (identical parameters).
   """
   model_kwargs = config_lib.model_kwargs(config)
-  fields = check_model(config)
+  fields = check_before_data(config)
   if 'num_classes' in fields and dataset.num_classes:
     model_kwargs.setdefault('num_classes', dataset.num_classes)
   seq2seq = config.task == 'seq2seq'
@@ -332,7 +334,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   primary = jax.process_index() == 0
 
   # --- Workdir ---------------------------------------------------------------
-  check_model(config)
+  check_before_data(config)
   prepare_workdir(config, workdir)
 
   # --- Input, model, optimizer -----------------------------------------------

@@ -173,12 +173,13 @@ def test_checkpoint_of_a_different_shape(finished_run, tfds_data_dir, tmp_path):
   assert _tree_digest(copy / 'checkpoints') == before
 
 
-@pytest.mark.parametrize('model,remat,needle', [
-    ({'name': 'cnn'}, True, "model 'cnn' has no remat option"),
-    ({'name': 'cnn', 'features': (32, 64)}, False, "unknown field 'features' for model 'cnn'"),
-    ({'name': 'vit', 'num_heads': 5}, False, "model 'vit': width 192 is not divisible by num_heads 5"),
+@pytest.mark.parametrize('model,remat,augment,needle', [
+    ({'name': 'cnn'}, True, 'none', "model 'cnn' has no remat option"),
+    ({'name': 'cnn', 'features': (32, 64)}, False, 'none', "unknown field 'features' for model 'cnn'"),
+    ({'name': 'vit', 'num_heads': 5}, False, 'none', "model 'vit': width 192 is not divisible by num_heads 5"),
+    ({'name': 'cnn'}, False, 'flipp', "unknown augmentation 'flipp'"),
 ])
-def test_model_is_checked_before_any_data(tmp_path, monkeypatch, model, remat, needle):
+def test_config_is_checked_before_any_data(tmp_path, monkeypatch, model, remat, augment, needle):
   """A bad model config fails at once, not after a download that can take minutes."""
   from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
   from deepl import config as config_lib  # pylint: disable=g-import-not-at-top
@@ -191,6 +192,7 @@ def test_model_is_checked_before_any_data(tmp_path, monkeypatch, model, remat, n
   config.data.name = 'mnist'
   config.model = config_dict.ConfigDict(model)
   config.train.remat = remat
+  config.data.augment = augment
   with pytest.raises(UserError, match=needle):
     train.train_and_evaluate(config, str(tmp_path / 'w'))
   assert not prepared
