@@ -219,25 +219,27 @@ def measured_cpu_peak(dtype='float32', n: int = 1024, reps: int = 5) -> float:
   return 2.0 * n ** 3 / best
 
 
-def peak_flops(dtype='float32', device=None) -> float | None:
+def peak_flops(dtype='float32', device=None, *, again: bool = False) -> float | None:
   """Dense matmul peak FLOP/s of one device (default: the first), or None.
 
-  CPU: measured here (one CPU "device" is the whole host). GPU/TPU: the
-  published peak of `device.device_kind`, None if the table lacks it.
+  CPU: measured here (one CPU "device" is the whole host); `again` times it
+  anew instead of returning the first measurement. GPU/TPU: the published
+  peak of `device.device_kind`, None if the table lacks it.
   """
   device = device or jax.devices()[0]
   if device.platform == 'cpu':
-    return measured_cpu_peak(_dtype_name(dtype))
+    measure = measured_cpu_peak.__wrapped__ if again else measured_cpu_peak
+    return measure(_dtype_name(dtype))
   return published_peak(device.device_kind, dtype)
 
 
-def system_peak_flops(dtype='float32') -> float | None:
+def system_peak_flops(dtype='float32', *, again: bool = False) -> float | None:
   """The peak of every device a global step runs on, or None if unknown.
 
   Forced host devices share one CPU, so CPU counts each process's host once.
   """
   device = jax.devices()[0]
-  peak = peak_flops(dtype, device)
+  peak = peak_flops(dtype, device, again=again)
   if peak is None:
     return None
   return peak * (jax.process_count() if device.platform == 'cpu' else jax.device_count())

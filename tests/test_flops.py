@@ -98,6 +98,9 @@ def test_cpu_peak_is_measured_once_and_fast():
   assert 1e8 < first < 1e14  # any CPU from a phone core to a big server
   assert flops.peak_flops(jnp.float32) == first  # cached: the same measurement
   assert flops.system_peak_flops('float32') == first * jax.process_count()
+  again = flops.peak_flops('float32', again=True)  # timed anew, the cached one kept
+  assert 1e8 < again < 1e14
+  assert flops.peak_flops('float32') == first
 
 
 def test_cudnn_attention_counts_as_the_xla_path(monkeypatch):
