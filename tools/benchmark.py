@@ -49,7 +49,6 @@ import numpy as np
 
 from deepl import config as config_lib
 from deepl import data as data_lib
-from deepl import flops as flops_lib
 from deepl import main as cli
 from deepl import optim
 from deepl import parallel
@@ -238,12 +237,8 @@ class Harness:
     steps_per_sec = statistics.median(rates)
     examples_per_sec = steps_per_sec * config.train.batch_size
     flops_per_sec = self.flops_per_step * steps_per_sec
+    self.cost.second_look()  # after the windows, with the device idle
     peak = self.cost.peak
-    if peak and device.platform == 'cpu':
-      # A second look, after the windows: on this VM the host sometimes takes
-      # one of the two cores for ~0.5 s, and a matmul timed then reads ~105
-      # GFLOP/s instead of ~200, which would double the MFU. The higher is right.
-      peak = max(peak, flops_lib.system_peak_flops(dtype, again=True))
     return {
         'model': config.model.name, 'task': config.task, 'data': config.data.name,
         'batch_size': config.train.batch_size, 'num_params': int(self.num_params),
