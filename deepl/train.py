@@ -309,7 +309,7 @@ class StepCost:
     an MFU. Call it with the device idle, outside any timing, seconds after
     the first reading (after the compile, say), so one stall rarely hits both.
     """
-    if self.peak and jax.devices()[0].platform == 'cpu':
+    if self.peak:  # GPUs and TPUs: the same published figure again
       self.peak = max(self.peak, flops_lib.system_peak_flops(self._dtype, again=True))
 
   def _warn(self, err):

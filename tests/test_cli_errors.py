@@ -7,8 +7,13 @@ import pathlib
 import stat
 import textwrap
 
+from ml_collections import config_dict
 import pytest
 
+from deepl import config as config_lib
+from deepl import data
+from deepl import train
+from deepl.errors import UserError
 from tests import helpers
 
 
@@ -181,11 +186,6 @@ def test_checkpoint_of_a_different_shape(finished_run, tfds_data_dir, tmp_path):
 ])
 def test_config_is_checked_before_any_data(tmp_path, monkeypatch, model, remat, augment, needle):
   """A bad model config fails at once, not after a download that can take minutes."""
-  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
-  from deepl import config as config_lib  # pylint: disable=g-import-not-at-top
-  from deepl import data  # pylint: disable=g-import-not-at-top
-  from deepl import train  # pylint: disable=g-import-not-at-top
-  from deepl.errors import UserError  # pylint: disable=g-import-not-at-top
   prepared = []
   monkeypatch.setattr(data, 'get_dataset', lambda *args, **kwargs: prepared.append(args))
   config = config_lib.default_config()
