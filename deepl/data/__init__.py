@@ -27,3 +27,9 @@ from deepl.data.text import ClassificationTextSource
 from deepl.data.text import text_splits
 from deepl.data.text import TextSplit
 from deepl.data.text import WindowSource
+
+__all__ = [
+    'ArraySource', 'ClassificationTextSource', 'Dataset', 'EvalBatches', 'TextSplit',
+    'WindowSource', 'augment_batch', 'bucket_length', 'eval_batches', 'get_dataset',
+    'known_names', 'random_crop_flip', 'text_splits', 'train_iterator',
+]
