@@ -1,14 +1,17 @@
 """The `deepl` command line: parse flags, then hand over.
 
-  deepl train --config=experiments/mnist_cnn.py[:variant] --workdir=runs/mnist \
+  deepl train --config=experiments/mnist_cnn.py[:variant] --workdir=runs/mnist
       [--config.optim.lr=0.1 ...]
-  deepl sample --workdir=runs/shakespeare_lstm --prompt="ROMEO:" --length=500 \
+  deepl sample --workdir=runs/shakespeare_lstm --prompt="ROMEO:" --length=500
       [--temperature=0.8 --top_k=40 --top_p=0.9 --seed=0]
   deepl evaluate --workdir=runs/dates_seq2seq [--split=test --step=1000]
 
-`python -m deepl.main ...` is the same. Without --config the embedded default
-experiment (a CNN on scikit-learn's 8x8 digits) runs. Bad input ends with one
-line on stderr and exit code 2.
+`python -m deepl.main ...` is the same. Without a command it trains; without
+--config the embedded default experiment (a CNN on scikit-learn's 8x8 digits)
+runs. Any config key can be overridden, --config.section.key=value; the
+experiments are the files in experiments/. Bad input ends with one line on
+stderr and exit code 2. `deepl --help` (or -h, or `deepl help`) prints this and
+the flags.
 """
 
 import os
@@ -52,6 +55,16 @@ flags.DEFINE_string('split', None, 'evaluate: the split (default: the one traini
 flags.DEFINE_integer('step', None, 'evaluate: the checkpoint step (default: the latest).')
 
 COMMANDS = ('train', 'sample', 'evaluate')
+HELP = ('-h', '-help', '--help', '--helpshort', '--helpfull')
+
+
+def usage(modules) -> str:
+  """The first module's docstring less its title, then each module's flags with their help."""
+  text = modules[0].__doc__.strip().split('\n\n', 1)[-1]
+  # absl heads each module's flags with the module's name ('__main__' for a script): dropped.
+  flag_help = '\n'.join(line for module in modules
+                        for line in FLAGS.module_help(module).splitlines() if line.startswith(' '))
+  return f'usage:\n{text}\n\nflags:\n{flag_help}'
 
 
 def fail(message: str) -> None:
@@ -92,9 +105,16 @@ def _explain_flag_error(err: Exception, argv) -> str:
   return f'{path}: {message}' if path and lines[0].endswith(':') else message.strip('\'"\\')
 
 
-def parse(argv):
-  """Parses flags; returns (command, config, workdir)."""
+def parse(argv, help_modules=None):
+  """Parses flags; returns (command, config, workdir).
+
+  With --help (-h, or the command `help`) it prints `usage(help_modules)`,
+  by default this module's, and exits 0.
+  """
   args = list(argv[1:])
+  if args[:1] == ['help'] or any(arg in HELP for arg in args):
+    print(usage(help_modules or (sys.modules[__name__],)))
+    sys.exit(0)
   command = 'train'
   if args and not args[0].startswith('-'):
     command = args.pop(0)

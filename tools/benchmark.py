@@ -1,7 +1,7 @@
 """Throughput and MFU of an experiment's train step, on synthetic batches.
 
-  python tools/benchmark.py --config=experiments/benchmarks.py:gpt_mini \
-      [--steps=20 --windows=3 --warmup=2 --vocab_size=65 --json=out.json] \
+  python tools/benchmark.py --config=experiments/benchmarks.py:gpt_mini
+      [--steps=20 --windows=3 --warmup=2 --vocab_size=65 --json=out.json]
       [--config.train.batch_size=32 ...]
 
 The step is the one `deepl train` compiles: the experiment's task, model and
@@ -286,12 +286,15 @@ def format_report(r: dict) -> str:
 # --------------------------------------------------------------------- command
 
 
-def parse_flags(argv):
-  """The config (--config and overrides), as `deepl train` reads it; exits 2 on bad input."""
+def parse_flags(argv, help_modules=None):
+  """The config (--config and overrides), as `deepl train` reads it; exits 2 on bad input.
+
+  --help prints the usage of `help_modules` (default: this file's) and exits 0.
+  """
   if any(not a.startswith('-') for a in argv[1:]):
     cli.fail(f'unexpected argument {next(a for a in argv[1:] if not a.startswith("-"))!r}: '
          'pass flags only, e.g. --config=experiments/benchmarks.py:cnn')
-  _, config, _ = cli.parse(argv)
+  _, config, _ = cli.parse(argv, help_modules or (sys.modules[__name__],))
   for name in ('steps', 'windows'):
     if FLAGS[name].value < 1:
       cli.fail(f'--{name}={FLAGS[name].value} must be a positive integer')

@@ -1,8 +1,8 @@
 """JAX against PyTorch eager, side by side, on experiments/benchmarks.py's models.
 
   pip install -e '.[bench]'     # PyTorch, for this tool only
-  python tools/torch_benchmark.py [--models=cnn,resnet20,lstm,gpt_mini] \
-      [--steps=10 --windows=3 --warmup=2 --window_warmup=1 --torch_threads=0 \
+  python tools/torch_benchmark.py [--models=cnn,resnet20,lstm,gpt_mini]
+      [--steps=10 --windows=3 --warmup=2 --window_warmup=1 --torch_threads=0
        --json=side_by_side.json]
 
 For each model: the JAX train step exactly as tools/benchmark.py builds it
@@ -308,7 +308,7 @@ def side_by_side(variant: str, *, steps: int, windows: int, warmup: int) -> dict
 
 
 def main(argv):
-  benchmark.parse_flags(argv)
+  benchmark.parse_flags(argv, (sys.modules[__name__], benchmark))
   unknown = [m for m in FLAGS.models if m not in VARIANTS]
   if unknown:
     cli.fail(f'--models: unknown {", ".join(unknown)}; choose from {", ".join(VARIANTS)}')
