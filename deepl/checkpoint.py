@@ -8,6 +8,7 @@ arrays have other shapes than the model's is a user error (wrong workdir).
 """
 
 import os
+import pathlib
 import shutil
 import sys
 
@@ -30,8 +31,11 @@ def _shapes(tree) -> dict:
 def _check_shapes(directory: str, step: int, abstract_state) -> None:
   """Raises UserError if the saved params are not this model's."""
   try:
-    meta = ocp.StandardCheckpointer().metadata(
-        os.path.join(directory, str(step), 'state')).item_metadata['params']
+    # The item's handler reads the item's own metadata; StandardCheckpointer
+    # would look for a checkpoint-level _CHECKPOINT_METADATA inside the item
+    # too and log a warning on every resume (it sits one level up).
+    meta = ocp.StandardCheckpointHandler().metadata(
+        pathlib.Path(directory, str(step), 'state'))['params']
     saved = _shapes(meta)
   except Exception:  # pylint: disable=broad-except
     return  # unreadable metadata: restoring fails, and says so

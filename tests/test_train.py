@@ -117,6 +117,7 @@ def test_sigterm_saves_and_exits_cleanly(reference_run, tfds_data_dir, tmp_path)
   assert [p.name for p in (workdir / 'checkpoints').iterdir()] == [str(stopped)]
   result = _finish(workdir, tfds_data_dir, no_periodic)
   assert f'resuming from step {stopped}' in result.stdout
+  assert 'WARNING' not in result.stderr, result.stderr  # a clean resume is quiet
   assert rows(workdir) == rows(reference_run)
   assert_same_state(final_state(workdir), final_state(reference_run))
 
