@@ -105,6 +105,16 @@ def _explain_flag_error(err: Exception, argv) -> str:
   return f'{path}: {message}' if path and lines[0].endswith(':') else message.strip('\'"\\')
 
 
+def _stray_argument(arg: str) -> str:
+  if arg.endswith('.py') or '.py:' in arg:
+    hint = f'did you mean --config={arg}?'
+  elif os.path.isdir(arg):
+    hint = f'did you mean --workdir={arg}?'
+  else:
+    hint = 'e.g. --config=experiments/mnist_cnn.py --workdir=runs/mnist'
+  return f"unexpected argument '{arg}': pass flags only ({hint})"
+
+
 def parse(argv, help_modules=None):
   """Parses flags; returns (command, config, workdir).
 
@@ -125,7 +135,7 @@ def parse(argv, help_modules=None):
     args.insert(0, f'--config={config_lib.__file__}')
   argv = [argv[0]] + args
   try:
-    FLAGS(argv)
+    extra = FLAGS(argv)[1:]
     config = FLAGS.config
     config.to_dict()  # config_flags defers load errors to the first access
   except flags.Error as err:
@@ -133,6 +143,8 @@ def parse(argv, help_modules=None):
   except (OSError, AttributeError, KeyError, TypeError, ValueError, SyntaxError,
           ImportError) as err:
     fail(_explain_flag_error(err, argv))
+  if extra:  # absl leaves what is not a flag; a stray word would otherwise go unnoticed
+    fail(_stray_argument(extra[0]))
   path = _config_path(argv)
   name = 'digits_cnn' if path == config_lib.__file__ else os.path.splitext(os.path.basename(path))[0]
   workdir = FLAGS.workdir or os.path.join('runs', name)

@@ -109,6 +109,16 @@ def test_unknown_variant(experiment, needle):
   _assert_user_error(helpers.deepl(f'--config={helpers.EXPERIMENTS}/{experiment}'), needle)
 
 
+def test_stray_argument(tmp_path):
+  # Before, absl left these over and the command ran without them.
+  _assert_user_error(helpers.deepl('foo'), "unexpected argument 'foo'")
+  _assert_user_error(helpers.deepl('experiments/mnist_cnn.py'),
+                     'did you mean --config=experiments/mnist_cnn.py?')
+  _assert_user_error(helpers.deepl(str(tmp_path), command='evaluate'),
+                     f'did you mean --workdir={tmp_path}?')
+  assert not list(tmp_path.iterdir())
+
+
 def test_width_not_divisible_by_heads(tmp_path, tfds_data_dir):
   result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/mnist_vit.py', '--config.data.name=digits',
                          '--config.model.num_heads=3', f'--workdir={tmp_path}/w',
