@@ -12,8 +12,10 @@ import pathlib
 import shutil
 import sys
 
+from absl import logging
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from deepl.errors import UserError
@@ -123,21 +125,53 @@ def restore_state(directory: str, abstract_state, step: int | None = None):
   Read-only: for evaluating or inspecting a run, never for resuming it (the
   data iterator and loop counters are left unread).
   """
-  directory = os.path.abspath(directory)
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  def restore(manager, directory, step):
+    _check_shapes(directory, step, abstract_state)
+    return manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state))).state
+  return _restore_newest(directory, restore, step)
+
+
+def restore_params(directory: str):
+  """(step, params as numpy arrays) of the newest checkpoint of a run that reads.
+
+  For code that builds no optimizer (sampling): the state is restored as it
+  was saved (shapes and dtypes from its metadata) onto this process's first
+  device, whatever devices wrote it.
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def restore(manager, directory, step):
+    saved = ocp.StandardCheckpointHandler().metadata(pathlib.Path(directory, str(step), 'state'))
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          saved.tree)
+    state = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target))).state
+    return jax.tree.map(np.asarray, state['params'])
+  return _restore_newest(directory, restore)
+
+
+def _restore_newest(directory: str, restore, step: int | None = None):
+  """(step, restore(manager, directory, step)) for `step`, default the newest that reads."""
+  directory = os.path.abspath(directory)  # Orbax takes absolute paths only
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager is read-only
+  try:
+    manager = ocp.CheckpointManager(directory,
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
+  finally:
+    logging.set_verbosity(verbosity)
   steps = sorted(manager.all_steps(), reverse=True)
   if step is not None and step not in steps:
     raise UserError(f'{directory} has no checkpoint of step {step}; it has: '
                     f'{", ".join(map(str, sorted(steps))) or "none"}')
   for candidate in [step] if step is not None else steps:
-    _check_shapes(directory, candidate, abstract_state)
     try:
-      restored = manager.restore(candidate, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state)))
+      return candidate, restore(manager, directory, candidate)
+    except UserError:
+      raise
     except Exception as err:  # pylint: disable=broad-except
       if step is not None:
         raise UserError(f'checkpoint {step} in {directory} is unreadable: {err}') from None
       _warn(f'checkpoint {candidate} is unreadable; trying an earlier one')
-      continue
-    return candidate, restored.state
   raise UserError(f'{directory} has no readable checkpoint: let deepl train save one')

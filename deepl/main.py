@@ -182,7 +182,6 @@ def run(argv=None):
       train.train_and_evaluate(config, workdir)
     elif command == 'evaluate':
       from deepl import evaluate  # pylint: disable=g-import-not-at-top
-      logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager is read-only
       print(evaluate.format_metrics(*evaluate.evaluate_run(workdir, split=FLAGS.split,
                                                             step=FLAGS.step)))
     else:

@@ -14,9 +14,8 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import orbax.checkpoint as ocp
 
+from deepl import checkpoint
 from deepl import config as config_lib
 from deepl import models
 from deepl.errors import UserError
@@ -78,17 +77,8 @@ def load_run(workdir: str):
   kwargs = config_lib.model_kwargs(config)
   kwargs.setdefault('vocab_size', tokenizer.vocab_size)
   model = models.build(config.model.name, **kwargs)
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
-  steps = sorted((int(p) for p in os.listdir(ckpt_dir) if p.isdigit()), reverse=True) \
-      if os.path.isdir(ckpt_dir) else []
-  for step in steps:
-    try:
-      state = ocp.StandardCheckpointer().restore(os.path.join(ckpt_dir, str(step), 'state'))
-    except Exception:  # pylint: disable=broad-except  (damaged: try an older one)
-      continue
-    params = jax.tree.map(np.asarray, state['params'])
-    return config, tokenizer, model, params, step
-  raise UserError(f'{workdir} has no readable checkpoint yet: let deepl train save one')
+  step, params = checkpoint.restore_params(os.path.join(workdir, 'checkpoints'))
+  return config, tokenizer, model, params, step
 
 
 def check_options(*, prompt: str, length: int, temperature: float, top_k: int, top_p: float):

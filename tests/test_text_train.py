@@ -2,6 +2,7 @@
 Shakespeare files: training, the saved tokenizer, `deepl sample`, bad input."""
 
 import json
+import os
 import pathlib
 
 import pytest
@@ -75,6 +76,33 @@ def test_sample_is_deterministic_per_seed(shakespeare_run):
   assert first.stdout == again.stdout != other.stdout
   text = first.stdout[:-1]  # print's newline
   assert text.startswith('ROMEO:') and len(text) == len('ROMEO:') + 80
+
+
+def test_sample_and_evaluate_take_a_relative_workdir(shakespeare_run):
+  # As the README writes them (--workdir=runs/...): Orbax reads absolute paths
+  # only, and `deepl sample` had said "no readable checkpoint".
+  relative = os.path.relpath(shakespeare_run, helpers.ROOT)
+  sampled = _sample(relative, '--prompt=ROMEO:', '--length=5')
+  assert sampled.returncode == 0, sampled.stderr
+  assert sampled.stdout.startswith('ROMEO:') and 'WARNING' not in sampled.stderr
+  evaluated = helpers.deepl(f'--workdir={relative}', command='evaluate')
+  assert evaluated.returncode == 0, evaluated.stderr
+  assert evaluated.stdout.startswith('validation at step 30:') and 'WARNING' not in evaluated.stderr
+
+
+def test_sample_from_a_run_written_on_four_devices(shared_data, tfds_data_dir, tmp_path):
+  # The checkpoint's arrays are sharded over 4 devices; sampling runs on one.
+  workdir = tmp_path / 'run'
+  trained = helpers.deepl(
+      f'--config={helpers.EXPERIMENTS}/shakespeare_lstm.py', f'--workdir={workdir}',
+      f'--config.data.data_dir={tfds_data_dir}',
+      f'--config.data.manual_dir={shared_data}/tiny_shakespeare', *SMALL_RNN,
+      '--config.model.num_layers=1', '--config.data.context=32', '--config.train.num_steps=4',
+      '--config.eval.every_steps=4', '--config.checkpoint.every_steps=4', devices=4)
+  assert trained.returncode == 0, trained.stderr
+  sampled = _sample(workdir, '--prompt=ROMEO:', '--length=5')
+  assert sampled.returncode == 0, sampled.stderr
+  assert sampled.stdout.startswith('ROMEO:')
 
 
 @pytest.mark.parametrize('args,needle', [
