@@ -132,23 +132,26 @@ def restore_state(directory: str, abstract_state, step: int | None = None):
   return _restore_newest(directory, restore, step)
 
 
-def restore_params(directory: str):
-  """(step, params as numpy arrays) of the newest checkpoint of a run that reads.
+def read_state(state_dir: str) -> dict:
+  """A checkpoint's saved train state (its state/ folder) as numpy arrays.
 
-  For code that builds no optimizer (sampling): the state is restored as it
-  was saved (shapes and dtypes from its metadata) onto this process's first
-  device, whatever devices wrote it.
+  Restored as it was saved (shapes and dtypes from its metadata) onto this
+  process's first device, whatever devices wrote it: for code that builds no
+  optimizer of its own (sampling, init_from).
   """
+  state_dir = pathlib.Path(os.path.abspath(state_dir))  # Orbax takes absolute paths only
+  handler = ocp.StandardCheckpointHandler()
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        handler.metadata(state_dir).tree)
+  return jax.tree.map(np.asarray, handler.restore(state_dir, args=ocp.args.StandardRestore(target)))
 
-  def restore(manager, directory, step):
-    saved = ocp.StandardCheckpointHandler().metadata(pathlib.Path(directory, str(step), 'state'))
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          saved.tree)
-    state = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target))).state
-    return jax.tree.map(np.asarray, state['params'])
-  return _restore_newest(directory, restore)
+
+def restore_params(directory: str):
+  """(step, params as numpy arrays) of the newest checkpoint of a run that reads (`read_state`)."""
+  return _restore_newest(
+      directory, lambda _, directory, step: read_state(
+          os.path.join(directory, str(step), 'state'))['params'])
 
 
 def _restore_newest(directory: str, restore, step: int | None = None):

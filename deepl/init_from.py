@@ -11,8 +11,8 @@ import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
+from deepl import checkpoint
 from deepl.errors import UserError
 
 
@@ -49,7 +49,7 @@ def load_params(path: str, params):
   """
   step_dir = _checkpoint_dir(path)
   try:
-    saved = ocp.StandardCheckpointer().restore(os.path.join(step_dir, 'state'))['params']
+    saved = checkpoint.read_state(os.path.join(step_dir, 'state'))['params']
   except Exception as err:  # pylint: disable=broad-except
     raise UserError(f'init_from={path}: cannot read {step_dir} ({type(err).__name__}): '
                     'point it at a deepl checkpoint') from None

@@ -1,5 +1,7 @@
 """init_from: copy what matches, keep new heads fresh, refuse other architectures."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -28,7 +30,9 @@ def test_encoder_comes_from_the_checkpoint_and_the_head_is_new(tmp_path):
   _save(tmp_path, {'encoder': encoder, 'mlm_head': {'kernel': np.ones((4, 9), np.float32)}})
   fresh_head = {'kernel': np.full((4, 2), 0.5, np.float32)}
   new = {'encoder': {'layer0': {'kernel': np.zeros((4, 4), np.float32)}}, 'cls_head': fresh_head}
-  for path in (tmp_path, tmp_path / 'checkpoints' / '7'):  # a workdir or a step folder
+  step_folder = tmp_path / 'checkpoints' / '7'
+  # A workdir or a step folder, absolute or relative (Orbax itself reads absolute paths only).
+  for path in (tmp_path, step_folder, os.path.relpath(tmp_path), os.path.relpath(step_folder)):
     params, fresh = init_from.load_params(str(path), new)
     np.testing.assert_array_equal(params['encoder']['layer0']['kernel'],
                                   encoder['layer0']['kernel'])
