@@ -55,6 +55,8 @@ flags.DEFINE_string('split', None, 'evaluate: the split (default: the one traini
 flags.DEFINE_integer('step', None, 'evaluate: the checkpoint step (default: the latest).')
 
 COMMANDS = ('train', 'sample', 'evaluate')
+# (section, key) of the config's file paths.
+PATH_KEYS = (('data', 'manual_dir'), ('data', 'data_dir'), ('', 'init_from'))
 HELP = ('-h', '-help', '--help', '--helpshort', '--helpfull')
 
 
@@ -147,7 +149,13 @@ def parse(argv, help_modules=None):
     fail(_stray_argument(extra[0]))
   path = _config_path(argv)
   name = 'digits_cnn' if path == config_lib.__file__ else os.path.splitext(os.path.basename(path))[0]
-  workdir = FLAGS.workdir or os.path.join('runs', name)
+  # The shell leaves ~ alone in --workdir=~/runs/x: without this the run would
+  # land in a folder named '~'. Likewise in the config's paths.
+  workdir = os.path.expanduser(FLAGS.workdir or os.path.join('runs', name))
+  for section, key in PATH_KEYS:
+    holder = config[section] if section else config
+    if isinstance(holder.get(key), str):
+      holder[key] = os.path.expanduser(holder[key])
   return command, config, workdir
 
 

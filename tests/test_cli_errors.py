@@ -119,6 +119,15 @@ def test_stray_argument(tmp_path):
   assert not list(tmp_path.iterdir())
 
 
+def test_home_in_paths_is_expanded(tmp_path):
+  # The shell leaves ~ in --workdir=~/x as it is; a folder named '~' would be made.
+  home = {'HOME': str(tmp_path)}
+  _assert_user_error(helpers.deepl('--workdir=~/nothing', command='evaluate', env=home),
+                     f'{tmp_path}/nothing holds no run')
+  _assert_user_error(helpers.deepl('--config.data.manual_dir=~/raw', env=home),
+                     f'manual_dir {tmp_path}/raw is not a folder')
+
+
 def test_width_not_divisible_by_heads(tmp_path, tfds_data_dir):
   result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/mnist_vit.py', '--config.data.name=digits',
                          '--config.model.num_heads=3', f'--workdir={tmp_path}/w',
