@@ -33,6 +33,7 @@ from deepl import metrics as metrics_lib
 from deepl import models
 from deepl import optim
 from deepl import parallel
+from deepl import run_lock
 from deepl import tasks
 from deepl.data import augment
 from deepl.data import seq2seq_text
@@ -187,7 +188,11 @@ def _get(config, dotted):
 
 
 def prepare_workdir(config, workdir: str) -> None:
-  """Creates workdir and writes config.json, refusing another run's workdir."""
+  """Creates workdir and writes config.json, refusing another run's workdir.
+
+  Also takes the workdir's lock (deepl/run_lock.py) for this process: a second
+  `deepl train` on the same workdir is refused while this one runs.
+  """
   try:
     os.makedirs(workdir, exist_ok=True)
     # A private probe: processes sharing a workdir must not remove each other's.
@@ -205,6 +210,7 @@ def prepare_workdir(config, workdir: str) -> None:
       if before != now:
         raise UserError(f'workdir {workdir} holds a run with {key}={before}, not {now}: '
                         'use a new --workdir (or the config that wrote it) to resume')
+  run_lock.hold(workdir, jax.process_index())  # before config.json, which may be a live run's
   if jax.process_index() == 0:
     # Written aside and renamed, so another process never reads half a file.
     with open(path + '.tmp', 'w') as f:
@@ -494,6 +500,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ckpt.wait()
   ckpt.close()
   writer.close()
+  run_lock.release(workdir, jax.process_index())
   if preemption.requested and step < num_steps:
     print(f'deepl: stopped at step {step}; rerun the same command to resume', flush=True)
     return {}

@@ -122,6 +122,25 @@ def test_sigterm_saves_and_exits_cleanly(reference_run, tfds_data_dir, tmp_path)
   assert_same_state(final_state(workdir), final_state(reference_run))
 
 
+def test_a_second_run_on_a_busy_workdir_is_refused(tfds_data_dir, tmp_path):
+  # Before, both trained: each deleted the other's checkpoints (keep=2) and
+  # their metrics interleaved. A later run, once the first has stopped, resumes.
+  workdir = tmp_path / 'run'
+  long_run = '--config.train.num_steps=1000000'
+  first = _start(workdir, tfds_data_dir, long_run)
+  _wait_for_step(workdir, 10, first)
+  second = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
+                         *RESUME_ARGS, long_run, '--config.optim.lr=0.5')
+  first.send_signal(signal.SIGTERM)
+  out, err = first.communicate(timeout=120)
+  assert second.returncode == 2, second.stderr
+  assert f'is in use by another deepl train (pid {first.pid})' in second.stderr
+  assert first.returncode == 0, err
+  assert json.loads((workdir / 'config.json').read_text())['optim']['lr'] == 0.1  # untouched
+  stopped = int(out.split('stopped at step ')[1].split(';')[0])
+  assert f'resuming from step {stopped}' in _finish(workdir, tfds_data_dir).stdout
+
+
 def test_damaged_latest_checkpoint_falls_back(reference_run, tfds_data_dir, tmp_path):
   workdir = tmp_path / 'run'
   shutil.copytree(reference_run, workdir)
