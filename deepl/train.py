@@ -348,6 +348,13 @@ class StepCost:
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains, evaluates and checkpoints; returns the final eval metrics."""
+  try:
+    return _train_and_evaluate(config, workdir)
+  finally:  # however it ends; a process's end drops it anyway
+    run_lock.release(workdir, jax.process_index())
+
+
+def _train_and_evaluate(config, workdir: str) -> dict:
   t_start = time.time()
   primary = jax.process_index() == 0
 
@@ -500,7 +507,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ckpt.wait()
   ckpt.close()
   writer.close()
-  run_lock.release(workdir, jax.process_index())
   if preemption.requested and step < num_steps:
     print(f'deepl: stopped at step {step}; rerun the same command to resume', flush=True)
     return {}
