@@ -135,7 +135,12 @@ def parse(argv, help_modules=None):
             f"commands: {', '.join(COMMANDS)}")
   if _config_path(args) is None:  # the embedded default experiment
     args.insert(0, f'--config={config_lib.__file__}')
-  argv = [argv[0]] + args
+  # config_flags takes --config.key=value overrides only after --config itself,
+  # and looks for them in sys.argv: --config goes first, wherever it was typed
+  # (the last one, as absl would take), and sys.argv is the argv parsed here.
+  config_arg = [a for a in args if a.startswith('--config=')][-1]
+  argv = [argv[0], config_arg] + [a for a in args if not a.startswith('--config=')]
+  sys.argv = argv
   try:
     extra = FLAGS(argv)[1:]
     config = FLAGS.config
