@@ -109,6 +109,14 @@ def test_unknown_variant(experiment, needle):
   _assert_user_error(helpers.deepl(f'--config={helpers.EXPERIMENTS}/{experiment}'), needle)
 
 
+def test_overrides_may_come_before_config():
+  # config_flags wanted --config first ("Found --config.train... in argv before a value for
+  # --config was specified"); the override is applied wherever it was typed.
+  _assert_user_error(helpers.deepl('--config.train.num_steps=-5',
+                                   f'--config={helpers.EXPERIMENTS}/mnist_cnn.py'),
+                     'config.train.num_steps=-5 must be a positive integer')
+
+
 def test_stray_argument(tmp_path):
   # Before, absl left these over and the command ran without them.
   _assert_user_error(helpers.deepl('foo'), "unexpected argument 'foo'")
@@ -202,6 +210,10 @@ def test_checkpoint_of_a_different_shape(finished_run, tfds_data_dir, tmp_path):
     ({'name': 'cnn', 'features': (32, 64)}, False, 'none', "unknown field 'features' for model 'cnn'"),
     ({'name': 'vit', 'num_heads': 5}, False, 'none', "model 'vit': width 192 is not divisible by num_heads 5"),
     ({'name': 'cnn'}, False, 'flipp', "unknown augmentation 'flipp'"),
+    ({'name': 'vit', 'num_layers': 0}, False, 'none', "model 'vit': num_layers=0 must be positive"),
+    ({'name': 'vit', 'dropout': 1.5}, False, 'none', r"dropout=1.5 must be a rate in \[0, 1\)"),
+    ({'name': 'resnet20', 'widths': (16, 0, 64)}, False, 'none',
+     r"widths=\(16, 0, 64\) must be positive"),
 ])
 def test_config_is_checked_before_any_data(tmp_path, monkeypatch, model, remat, augment, needle):
   """A bad model config fails at once, not after a download that can take minutes."""

@@ -70,8 +70,10 @@ def check_config(name: str, kwargs: dict) -> list[str]:
   Needs no data, so a run can call it before preparing any.
 
   Raises:
-    UserError: for an unknown model or field, or a width (given or default)
-      that does not split into num_heads heads.
+    UserError: for an unknown model or field, a size that is not positive
+      (a layer count, width, ...; 0 where 0 is the field's default, meaning
+      "derived"), a dropout rate outside [0, 1), or a width (given or
+      default) that does not split into num_heads heads.
   """
   fields = _fields(get(name))
   known = [f.name for f in fields]
@@ -81,6 +83,10 @@ def check_config(name: str, kwargs: dict) -> list[str]:
           f'unknown field {key!r} for model {name!r}'
           f'{suggest(key, known) or ";"} fields: {", ".join(known)}')
   value = {f.name: kwargs.get(f.name, f.default) for f in fields}
+  for f in fields:  # the models would fail deep in init, or (dropout) train on nonsense
+    problem = _bad_value(f, value[f.name])
+    if problem:
+      raise UserError(f'model {name!r}: {f.name}={value[f.name]!r} {problem}')
   if 'num_heads' in known and 'width' in known and dataclasses.MISSING not in (
       value['width'], value['num_heads']):
     try:  # the models' own check would raise deep in init
@@ -103,6 +109,24 @@ def build(name: str, **kwargs):
   if missing:
     raise UserError(f'model {name!r} needs a value for: {", ".join(missing)}')
   return get(name)(**kwargs)
+
+
+def _bad_value(field: dataclasses.Field, value) -> str | None:
+  """What is wrong with `value` for a size or dropout field, or None."""
+  if field.name == 'dropout':
+    ok = isinstance(value, (int, float)) and 0 <= value < 1
+    return None if ok else 'must be a rate in [0, 1)'
+  least = 0 if field.default == 0 else 1
+  if isinstance(value, int) and not isinstance(value, bool):
+    sizes = [value]
+  elif isinstance(value, (tuple, list)) and value and all(
+      isinstance(v, int) and not isinstance(v, bool) for v in value):
+    sizes = list(value)  # stage sizes, widths
+  else:
+    return None
+  if min(sizes) >= least:
+    return None
+  return 'must be >= 0 (0: derived)' if least == 0 else 'must be positive'
 
 
 def _fields(cls) -> list[dataclasses.Field]:
