@@ -11,6 +11,8 @@ is written.
 import functools
 import os
 
+import numpy as np
+
 from deepl import checkpoint as checkpoint_lib
 from deepl import config as config_lib
 from deepl import parallel
@@ -31,6 +33,11 @@ def evaluate_run(workdir: str, *, split: str | None = None,
   if split not in setup.splits:
     raise UserError(f'{config.data.name} has no split {split!r}: use one of '
                     f'{", ".join(setup.splits)}')
+  labels = getattr(setup.splits[split], 'labels', None)
+  if labels is not None and len(labels) and (np.asarray(labels) < 0).all():
+    # TFDS marks hidden labels -1 (GLUE's test splits): the metrics would be noise.
+    raise UserError(f'the {split} split of {config.data.name} has no labels (all -1: '
+                    f'held back by its authors); evaluate on {setup.dataset.eval_split}')
   saveable = runner.to_saveable(train.initial_state(setup, config, runner))
   step, saved = checkpoint_lib.restore_state(
       os.path.join(workdir, 'checkpoints'), runner.abstract(saveable), step)

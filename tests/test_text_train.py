@@ -54,6 +54,12 @@ def test_sst2_trains_and_keeps_its_tokenizer(sst2_run):
   assert tokenizer['kind'] == 'word'
 
 
+def test_evaluate_refuses_a_split_without_labels(sst2_run):
+  # GLUE's SST-2 test labels are hidden (-1): 'accuracy 0.0000' was printed.
+  _assert_user_error(helpers.deepl(f'--workdir={sst2_run}', '--split=test', command='evaluate'),
+                     'has no labels', 'evaluate on validation')
+
+
 def test_shakespeare_logs_lm_metrics(shakespeare_run):
   train = _rows(shakespeare_run, 'train')
   assert train[-1]['loss'] < train[0]['loss']
