@@ -16,17 +16,15 @@ from deepl import checkpoint
 from deepl.errors import UserError
 
 
-def _checkpoint_dir(path: str) -> str:
-  """A step directory (holding state/) from a workdir or a step directory."""
+def _read_params(path: str):
+  """Params of a step folder (holding state/) or of a workdir's newest readable checkpoint."""
   if os.path.isdir(os.path.join(path, 'state')):
-    return path
+    return checkpoint.read_state(os.path.join(path, 'state'))['params']
   ckpts = os.path.join(path, 'checkpoints')
-  steps = sorted((int(p) for p in os.listdir(ckpts) if p.isdigit()), reverse=True) \
-      if os.path.isdir(ckpts) else []
-  if not steps:
+  if not (os.path.isdir(ckpts) and any(p.isdigit() for p in os.listdir(ckpts))):
     raise UserError(f'init_from={path} holds no checkpoint: point it at a workdir of a '
                     'finished run or at one of its checkpoints/<step> folders')
-  return os.path.join(ckpts, str(steps[0]))
+  return checkpoint.restore_params(ckpts)[1]  # a damaged newest one: the one before, warned
 
 
 def tokenizer_dir(path: str) -> str | None:
@@ -47,11 +45,12 @@ def load_params(path: str, params):
 
   Returns (new params, names of the arrays that kept their fresh init).
   """
-  step_dir = _checkpoint_dir(path)
   try:
-    saved = checkpoint.read_state(os.path.join(step_dir, 'state'))['params']
+    saved = _read_params(path)
+  except UserError:
+    raise
   except Exception as err:  # pylint: disable=broad-except
-    raise UserError(f'init_from={path}: cannot read {step_dir} ({type(err).__name__}): '
+    raise UserError(f'init_from={path}: cannot read it ({type(err).__name__}): '
                     'point it at a deepl checkpoint') from None
   saved = _flat(saved)
   fresh = []

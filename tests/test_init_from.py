@@ -14,13 +14,14 @@ from tests import helpers
 from tests.test_checkpoint import _Source
 
 
-def _save(workdir, params):
-  ckpt = checkpoint.Checkpointer(str(workdir / 'checkpoints'), keep=1)
-  state = TrainState(step=np.array(7, np.int32), params=params, model_state={}, opt_state=(),
-                     rng=np.zeros((2,), np.uint32))
+def _save(workdir, params, steps=(7,)):
+  ckpt = checkpoint.Checkpointer(str(workdir / 'checkpoints'), keep=len(steps))
   it = data_lib.train_iterator(_Source(), global_batch_size=2, seed=0)
-  ckpt.save(7, state, it, {'window': None})
-  ckpt.wait()
+  for step in steps:
+    state = TrainState(step=np.array(step, np.int32), params=params(step) if callable(params)
+                       else params, model_state={}, opt_state=(), rng=np.zeros((2,), np.uint32))
+    ckpt.save(step, state, it, {'window': None})
+    ckpt.wait()
   ckpt.close()
 
 
@@ -38,6 +39,18 @@ def test_encoder_comes_from_the_checkpoint_and_the_head_is_new(tmp_path):
                                   encoder['layer0']['kernel'])
     np.testing.assert_array_equal(params['cls_head']['kernel'], fresh_head['kernel'])
     assert fresh == ["['cls_head']['kernel']"]
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+  _save(tmp_path, lambda step: {'dense': {'kernel': np.full((2, 2), step, np.float32)}},
+        steps=(7, 9))
+  for f in (tmp_path / 'checkpoints' / '9' / 'state').rglob('*'):
+    if f.is_file() and f.stat().st_size > 0:
+      f.write_bytes(b'\0garbage' * 8)
+  fresh = {'dense': {'kernel': np.zeros((2, 2), np.float32)}}
+  params, _ = init_from.load_params(str(tmp_path), fresh)
+  np.testing.assert_array_equal(params['dense']['kernel'], np.full((2, 2), 7))
+  assert 'checkpoint 9 is unreadable' in capsys.readouterr().err
 
 
 def test_other_architectures_and_empty_paths_are_user_errors(tmp_path):
