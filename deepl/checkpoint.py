@@ -30,15 +30,20 @@ def _shapes(tree) -> dict:
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+def _saved_tree(state_dir: str) -> dict:
+  """The metadata (shape, dtype, ...) of every array a checkpoint's state/ folder holds.
+
+  Read by the item's handler: StandardCheckpointer would also look for a
+  checkpoint-level _CHECKPOINT_METADATA inside the item (it sits one level up)
+  and log a warning on every resume. Orbax takes absolute paths only.
+  """
+  return ocp.StandardCheckpointHandler().metadata(pathlib.Path(os.path.abspath(state_dir))).tree
+
+
 def _check_shapes(directory: str, step: int, abstract_state) -> None:
   """Raises UserError if the saved params are not this model's."""
   try:
-    # The item's handler reads the item's own metadata; StandardCheckpointer
-    # would look for a checkpoint-level _CHECKPOINT_METADATA inside the item
-    # too and log a warning on every resume (it sits one level up).
-    meta = ocp.StandardCheckpointHandler().metadata(
-        pathlib.Path(directory, str(step), 'state'))['params']
-    saved = _shapes(meta)
+    saved = _shapes(_saved_tree(os.path.join(directory, str(step), 'state'))['params'])
   except Exception:  # pylint: disable=broad-except
     return  # unreadable metadata: restoring fails, and says so
   wanted = _shapes(abstract_state.params)
@@ -139,12 +144,12 @@ def read_state(state_dir: str) -> dict:
   process's first device, whatever devices wrote it: for code that builds no
   optimizer of its own (sampling, init_from).
   """
-  state_dir = pathlib.Path(os.path.abspath(state_dir))  # Orbax takes absolute paths only
-  handler = ocp.StandardCheckpointHandler()
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        handler.metadata(state_dir).tree)
-  return jax.tree.map(np.asarray, handler.restore(state_dir, args=ocp.args.StandardRestore(target)))
+                        _saved_tree(state_dir))
+  state = ocp.StandardCheckpointHandler().restore(pathlib.Path(os.path.abspath(state_dir)),
+                                                  args=ocp.args.StandardRestore(target))
+  return jax.tree.map(np.asarray, state)
 
 
 def restore_params(directory: str):
