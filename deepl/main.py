@@ -5,6 +5,8 @@
   deepl sample --workdir=runs/shakespeare_lstm --prompt="ROMEO:" --length=500
       [--temperature=0.8 --top_k=40 --top_p=0.9 --seed=0]
   deepl evaluate --workdir=runs/dates_seq2seq [--split=test --step=1000]
+  deepl predict --workdir=runs/dates_seq2seq --input="07/04/2023" [--beam_size=4]
+      (--input=- reads one input per line from stdin; seq2seq and text classifiers)
 
 `python -m deepl.main ...` is the same. Without a command it trains; without
 --config the embedded default experiment (a CNN on scikit-learn's 8x8 digits)
@@ -54,7 +56,12 @@ flags.DEFINE_integer('seed', 0, 'sample: the same seed gives the same text.')
 flags.DEFINE_string('split', None, 'evaluate: the split (default: the one training evaluates on).')
 flags.DEFINE_integer('step', None, 'evaluate: the checkpoint step (default: the latest).')
 
-COMMANDS = ('train', 'sample', 'evaluate')
+flags.DEFINE_string('input', None, 'predict: the text to run the model on; - reads one input '
+                    'per line from stdin.')
+flags.DEFINE_integer('beam_size', None, 'predict: beams for a seq2seq model (1: greedy; '
+                     'default: the run\'s eval.beam_size).')
+
+COMMANDS = ('train', 'sample', 'evaluate', 'predict')
 # (section, key) of the config's file paths.
 PATH_KEYS = (('data', 'manual_dir'), ('data', 'data_dir'), ('', 'init_from'))
 HELP = ('-h', '-help', '--help', '--helpshort', '--helpfull')
@@ -164,6 +171,15 @@ def parse(argv, help_modules=None):
   return command, config, workdir
 
 
+def _read_inputs(value: str | None) -> list[str]:
+  if value is None:
+    raise UserError('deepl predict needs --input=TEXT, or --input=- and one input per line '
+                    'on stdin')
+  if value != '-':
+    return [value]
+  return [line.rstrip('\r\n') for line in sys.stdin]
+
+
 def _use_compilation_cache(folder: str) -> None:
   if not folder or os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     return
@@ -179,6 +195,9 @@ def run(argv=None):
     fail('deepl sample needs --workdir=<a language-model run>, e.g. --workdir=runs/shakespeare_lstm')
   if command == 'evaluate' and not FLAGS.workdir:
     fail('deepl evaluate needs --workdir=<a run>, e.g. --workdir=runs/mnist_cnn')
+  if command == 'predict' and not FLAGS.workdir:
+    fail('deepl predict needs --workdir=<a seq2seq or text classifier run>, e.g. '
+         '--workdir=runs/dates_seq2seq')
   try:
     config_lib.validate(config)
     # Before JAX starts: evaluate and sample run the saved run's model.
@@ -193,6 +212,10 @@ def run(argv=None):
     from deepl import train  # pylint: disable=g-import-not-at-top
     if command == 'train':
       train.train_and_evaluate(config, workdir)
+    elif command == 'predict':
+      from deepl import predict  # pylint: disable=g-import-not-at-top
+      inputs = _read_inputs(FLAGS.input)
+      print('\n'.join(predict.predict(workdir, inputs, beam_size=FLAGS.beam_size)))
     elif command == 'evaluate':
       from deepl import evaluate  # pylint: disable=g-import-not-at-top
       print(evaluate.format_metrics(*evaluate.evaluate_run(workdir, split=FLAGS.split,

@@ -10,14 +10,12 @@ the same text.
 """
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 
-from deepl import checkpoint
 from deepl import config as config_lib
-from deepl import models
+from deepl import trained_run
 from deepl.errors import UserError
 
 
@@ -66,19 +64,14 @@ def generate(model, params, prompt_ids, length: int, *, temperature: float = 1.0
   return out
 
 
-def load_run(workdir: str):
-  """(config, tokenizer, model, params) of the latest checkpoint of an LM run."""
+def _load_language_model(workdir: str) -> trained_run.TrainedRun:
   config = config_lib.load_run_config(workdir)
   if config.task != 'causal_lm':
-    raise UserError(f"{workdir} holds a '{config.task}' run, not a language model: "
-                    "sample from a run trained with task='causal_lm'")
-  from deepl.data import tokenizers  # pylint: disable=g-import-not-at-top
-  tokenizer = tokenizers.load(os.path.join(workdir, 'tokenizer'))
-  kwargs = config_lib.model_kwargs(config)
-  kwargs.setdefault('vocab_size', tokenizer.vocab_size)
-  model = models.build(config.model.name, **kwargs)
-  step, params = checkpoint.restore_params(os.path.join(workdir, 'checkpoints'))
-  return config, tokenizer, model, params, step
+    hint = ("sample from a run trained with task='causal_lm'"
+            if config.task not in trained_run.PREDICTS else
+            'deepl predict runs seq2seq models and text classifiers on your input')
+    raise UserError(f"{workdir} holds a '{config.task}' run, not a language model: {hint}")
+  return trained_run.load(workdir, config)
 
 
 def check_options(*, prompt: str, length: int, temperature: float, top_k: int, top_p: float):
@@ -99,7 +92,8 @@ def sample_text(workdir: str, *, prompt: str, length: int, temperature: float = 
                 top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> str:
   """The prompt followed by `length` generated tokens, as text."""
   check_options(prompt=prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p)
-  config, tokenizer, model, params, _ = load_run(workdir)
+  run = _load_language_model(workdir)
+  tokenizer, model = run.tokenizer, run.task.model
   try:
     prompt_ids = tokenizer.encode(prompt)
   except ValueError as err:
@@ -110,7 +104,6 @@ def sample_text(workdir: str, *, prompt: str, length: int, temperature: float = 
   if max_len and len(prompt_ids) + length - 1 > max_len:
     raise UserError(f'the prompt ({len(prompt_ids)} tokens) plus --length={length} is longer '
                     f"than the model's context of {max_len} tokens: shorten one of them")
-  del config
-  new = generate(model, params, prompt_ids, length, temperature=temperature,
+  new = generate(model, run.params, prompt_ids, length, temperature=temperature,
                  top_k=min(top_k, tokenizer.vocab_size), top_p=top_p, seed=seed)
   return prompt + tokenizer.decode(new)

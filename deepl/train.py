@@ -59,7 +59,7 @@ def check_before_data(config) -> list[str]:
   return fields
 
 
-def make_task(config, dataset, tokenizer=None):
+def make_task(config, num_classes: int | None, tokenizer=None):
   """(task, init_task): the task the step runs, and the one to initialise with.
 
   They differ only under pmap, where BatchNorm averages statistics over the
@@ -68,8 +68,8 @@ def make_task(config, dataset, tokenizer=None):
   """
   model_kwargs = config_lib.model_kwargs(config)
   fields = check_before_data(config)
-  if 'num_classes' in fields and dataset.num_classes:
-    model_kwargs.setdefault('num_classes', dataset.num_classes)
+  if 'num_classes' in fields and num_classes:
+    model_kwargs.setdefault('num_classes', num_classes)
   seq2seq = config.task == 'seq2seq'
   if 'vocab_size' in fields and tokenizer is not None:
     model_kwargs.setdefault('vocab_size', seq2seq_text.model_vocab_size(tokenizer)
@@ -271,7 +271,7 @@ def build(config, workdir: str) -> Setup:
   """Data, tokenizer, task and optimizer for `config` (workdir holds the tokenizer)."""
   dataset = _prepare_dataset(config)
   splits, tokenizer = make_sources(config, dataset, workdir)
-  task, init_task = make_task(config, dataset, tokenizer)
+  task, init_task = make_task(config, dataset.num_classes, tokenizer)
   tx = optim.make_optimizer(config.optim, config.train.num_steps)
   return Setup(dataset, splits, tokenizer, task, init_task, tx)
 

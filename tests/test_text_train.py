@@ -5,8 +5,13 @@ import json
 import os
 import pathlib
 
+import jax
+import numpy as np
 import pytest
 
+from deepl import config as config_lib
+from deepl import train
+from deepl import trained_run
 from tests import helpers
 from tests.test_cli_errors import _assert_user_error
 
@@ -124,6 +129,35 @@ def test_sample_bad_input(shakespeare_run, args, needle):
 def test_sample_from_a_workdir_without_a_language_model(sst2_run, tmp_path):
   _assert_user_error(_sample(sst2_run, '--prompt=A'), 'not a language model')
   _assert_user_error(_sample(tmp_path / 'nothing', '--prompt=A'), 'no config.json')
+
+
+def test_predict_classifies_as_the_pipeline_batches(sst2_run):
+  # deepl predict tokenizes and cuts each text itself: its labels and
+  # probabilities must be the model's on the pipeline's own batch of them.
+  config = config_lib.load_run_config(str(sst2_run))
+  setup = train.build(config, str(sst2_run))
+  source, texts = setup.splits['validation'], setup.dataset.splits['validation'].texts
+  batch = source.gather(np.arange(len(source)))
+  run = trained_run.load(str(sst2_run))
+  logits = run.task.model.apply({'params': run.params}, batch['tokens'], batch['length'],
+                                train=False)
+  expected = np.asarray(jax.nn.softmax(logits, axis=-1))
+  result = helpers.deepl(f'--workdir={sst2_run}', '--input=-', command='predict',
+                         input=''.join(f'{t}\n' for t in texts))
+  assert result.returncode == 0, result.stderr
+  lines = [l.split('\t') for l in result.stdout.splitlines()]
+  assert len(lines) == len(texts)
+  names = ('negative', 'positive')
+  got = np.array([float(p) if names.index(n) else 1 - float(p) for n, p in lines])
+  np.testing.assert_allclose(got, expected[:, 1], atol=1e-4)
+  assert expected[:, 1].min() < 0.5 < expected[:, 1].max()  # both labels come out
+
+
+def test_predict_refuses_a_language_model_and_beams_for_a_classifier(shakespeare_run, sst2_run):
+  _assert_user_error(helpers.deepl(f'--workdir={shakespeare_run}', '--input=x', command='predict'),
+                     "a 'causal_lm' run", 'deepl sample')
+  _assert_user_error(helpers.deepl(f'--workdir={sst2_run}', '--input=x', '--beam_size=2',
+                                   command='predict'), '--beam_size is for seq2seq')
 
 
 def test_malformed_tsv_row(shared_data, tmp_path):

@@ -157,7 +157,7 @@ def synthetic_setup(config, vocab_size: int | None = None) -> train.Setup:
   dataset = data_lib.Dataset(
       name=config.data.name, splits={'train': source}, num_classes=num_classes,
       image_shape=tuple(features['image'].shape) if is_image else None)
-  task, init_task = train.make_task(config, dataset, tokenizer)
+  task, init_task = train.make_task(config, dataset.num_classes, tokenizer)
   tx = optim.make_optimizer(config.optim, config.train.num_steps)
   return train.Setup(dataset, dataset.splits, tokenizer, task, init_task, tx)
 

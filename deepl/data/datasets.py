@@ -81,6 +81,8 @@ class Dataset:
 # Tensor feature (ClassLabel would add nothing but names).
 NUM_CLASSES = {'digits': 10, 'mnist': 10, 'fashion_mnist': 10, 'cifar10': 10,
                'glue/sst2': 2, 'tiny_shakespeare': None, 'dates': None}
+# What `deepl predict` prints for a class, where the data set names them (GLUE's order).
+LABEL_NAMES = {'glue/sst2': ('negative', 'positive')}
 # Where the split to evaluate on is not 'test': SST-2's test labels are hidden
 # (-1), and TFDS's tiny_shakespeare keeps 'test' for the final number.
 EVAL_SPLITS = {'glue/sst2': 'validation', 'tiny_shakespeare': 'validation',

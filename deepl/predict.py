@@ -1,0 +1,122 @@
+"""`deepl predict`: a trained seq2seq model or text classifier on your own input.
+
+  deepl predict --workdir=runs/dates_seq2seq --input="07/04/2023"        # July 4, 2023
+  deepl predict --workdir=runs/dates_seq2seq --beam_size=4 --input=- < sources.txt
+  deepl predict --workdir=runs/sst2_gru --input="a gorgeous , witty film"  # positive<TAB>1.0000
+
+The run's newest checkpoint, tokenizer and config.json are used, and each input
+is made into a batch row exactly as its data pipeline makes one: a seq2seq
+source padded to data.max_length, a classifier's text cut to data.max_length
+tokens. Seq2seq models decode as the run's eval does (greedy, or beam search
+with eval.beam_size; --beam_size overrides it); classifiers print the most
+likely label and its probability, tab-separated. --input=- reads one input per
+line from stdin and prints one line per input, in order. Language models:
+deepl sample.
+"""
+
+import functools
+import os
+
+import jax
+import numpy as np
+
+from deepl import config as config_lib
+from deepl import trained_run
+from deepl.data import datasets
+from deepl.data import seq2seq_text
+from deepl.data import text as text_lib
+from deepl.errors import UserError
+
+# Inputs per compiled call: one program serves any number of lines.
+CHUNK = 64
+
+
+def predict(workdir: str, inputs: list[str], *, beam_size: int | None = None) -> list[str]:
+  """One output line per input text."""
+  if not inputs:
+    raise UserError('no input: give --input=TEXT, or --input=- and one input per line on stdin')
+  if beam_size is not None and beam_size < 1:
+    raise UserError(f'--beam_size={beam_size}: use 1 (greedy) or more beams')
+  config = config_lib.load_run_config(workdir)
+  if config.task not in trained_run.PREDICTS:
+    hint = ('deepl sample continues text from it' if config.task == 'causal_lm' else
+            'fine-tune it with --config.init_from, then predict with that run')
+    raise UserError(f"{workdir} holds a '{config.task}' run: deepl predict runs seq2seq "
+                    f'models and text classifiers; {hint}')
+  if beam_size is not None:
+    if config.task != 'seq2seq':
+      raise UserError(f'--beam_size is for seq2seq runs; {workdir} holds a classifier')
+    config.eval.beam_size = beam_size
+  if not os.path.isdir(os.path.join(workdir, 'tokenizer')):  # text runs save theirs
+    raise UserError(f'{workdir} holds an image classifier: deepl predict reads text; '
+                    'deepl evaluate runs it on a split of its data')
+  run = trained_run.load(workdir, config)
+  ids = _encode(run.tokenizer, inputs)
+  rows = _seq2seq_rows(run, ids) if config.task == 'seq2seq' else _classifier_rows(run, ids)
+  fn = _decode if config.task == 'seq2seq' else _classify
+  out = []
+  for start in range(0, len(inputs), CHUNK):
+    batch = {k: _pad_rows(v[start:start + CHUNK]) for k, v in rows.items()}
+    out.extend(fn(run, batch)[:len(inputs) - start])
+  return out
+
+
+def _where(index: int, count: int) -> str:
+  return f'input line {index + 1}' if count > 1 else '--input'
+
+
+def _encode(tokenizer, inputs) -> list[list[int]]:
+  out = []
+  for index, text in enumerate(inputs):
+    try:
+      out.append(tokenizer.encode(text))
+    except ValueError as err:
+      raise UserError(f'{_where(index, len(inputs))}: {err}') from None
+  return out
+
+
+def _pad_rows(rows: np.ndarray) -> np.ndarray:
+  """A chunk filled to CHUNK rows with copies of its last row: one shape, one compile."""
+  return np.concatenate([rows, np.repeat(rows[-1:], CHUNK - len(rows), axis=0)])
+
+
+def _seq2seq_rows(run, ids) -> dict:
+  limit = run.config.data.max_length
+  for index, seq in enumerate(ids):
+    if len(seq) > limit:
+      # The training data never held a longer source: its positions were never learned.
+      raise UserError(f'{_where(index, len(ids))} has {len(seq)} tokens; this run was trained '
+                      f'on sources of at most {limit} (data.max_length)')
+  source = seq2seq_text.Seq2SeqSource(ids, [[]] * len(ids), max_source=limit,
+                                      max_target=run.config.data.max_target,
+                                      bos=run.task.bos, eos=run.task.eos)
+  return {'inputs': source.inputs, 'input_length': source.input_length}
+
+
+def _classifier_rows(run, ids) -> dict:
+  source = text_lib.ClassificationTextSource(ids, np.zeros(len(ids)), run.config.data.max_length)
+  return {'tokens': source.tokens, 'length': source.lengths}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _decoded_ids(task, params, batch, max_len):
+  return task.decode(params, batch['inputs'], batch['input_length'], max_len)
+
+
+def _decode(run, batch) -> list[str]:
+  # The decoder emits the target and its EOS: max_target + 1 tokens, as in eval.
+  ids = np.asarray(_decoded_ids(run.task, run.params, batch, run.config.data.max_target + 1))
+  return [seq2seq_text.decode_target(run.tokenizer, row) for row in ids]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _probabilities(model, params, batch):
+  logits = model.apply({'params': params}, batch['tokens'], batch['length'], train=False)
+  return jax.nn.softmax(logits.astype(np.float32), axis=-1)
+
+
+def _classify(run, batch) -> list[str]:
+  probs = np.asarray(_probabilities(run.task.model, run.params, batch))
+  names = datasets.LABEL_NAMES.get(run.config.data.name)
+  best = probs.argmax(-1)
+  return [f'{names[c] if names else c}\t{p[c]:.4f}' for c, p in zip(best, probs)]

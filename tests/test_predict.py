@@ -1,0 +1,98 @@
+"""`deepl predict` end to end on a short dates run (generated offline: no shared data).
+
+The text classifier's side runs on test_text_train.py's SST-2 run.
+"""
+
+import json
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+from deepl import config as config_lib
+from deepl import predict
+from deepl.data import datasets
+from deepl.errors import UserError
+from tests import helpers
+from tests.test_cli_errors import _assert_user_error
+
+
+@pytest.fixture(scope='module')
+def dates_run(tfds_data_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('dates') / 'run'
+  result = helpers.deepl(
+      f'--config={helpers.EXPERIMENTS}/dates_seq2seq.py', f'--workdir={workdir}',
+      f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=300',
+      '--config.train.log_every_steps=100', '--config.eval.every_steps=300',
+      '--config.checkpoint.every_steps=300')
+  assert result.returncode == 0, result.stderr
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def validation(dates_run, tfds_data_dir):
+  del dates_run  # it prepared the data
+  return datasets.get_dataset('dates', data_dir=str(tfds_data_dir)).splits['validation']
+
+
+def _predict(workdir, *args, **popen):
+  return helpers.deepl(f'--workdir={workdir}', *args, command='predict', **popen)
+
+
+def test_predictions_score_what_training_evaluated(dates_run, validation):
+  # Each source made into a batch row as the pipeline makes it: the exact match
+  # of predict's answers is the one the run's eval logged for the same step
+  # (up to one near-tie that rounds apart in another batch shape).
+  result = _predict(dates_run, '--input=-', input=''.join(f'{s}\n' for s in validation.sources))
+  assert result.returncode == 0, result.stderr
+  answers = result.stdout.splitlines()
+  assert len(answers) == len(validation)
+  exact = np.mean([a == t for a, t in zip(answers, validation.targets)])
+  metrics = (pathlib.Path(dates_run) / 'metrics.jsonl').read_text().splitlines()
+  rows = [json.loads(l) for l in metrics]
+  logged = [r for r in rows if r['split'] == 'validation' and r['step'] == 300][-1]['exact_match']
+  assert logged > 0.5  # it learned enough for the comparison to mean something
+  assert abs(exact - logged) <= 1 / len(validation) + 1e-9, (exact, logged)
+
+
+def test_one_input_and_beam_search(dates_run, validation):
+  sources = validation.sources[:5]
+  lines = ''.join(f'{s}\n' for s in sources)
+  greedy = _predict(dates_run, '--input=-', input=lines)
+  beam_one = _predict(dates_run, '--input=-', '--beam_size=1', input=lines)
+  beam = _predict(dates_run, '--input=-', '--beam_size=3', input=lines)
+  single = _predict(dates_run, f'--input={sources[0]}')
+  for result in (greedy, beam_one, beam, single):
+    assert result.returncode == 0, result.stderr
+  assert greedy.stdout == beam_one.stdout
+  assert len(beam.stdout.splitlines()) == 5
+  assert single.stdout == greedy.stdout.splitlines(keepends=True)[0]
+
+
+@pytest.mark.parametrize('inputs,beam_size,needle', [
+    ([], None, 'no input'),
+    (['12/12/2023 12/12/2023'], None,
+     '--input has 21 tokens; this run was trained on sources of at most 20'),
+    (['07/04/2023€'], None, "--input: 1 character(s) not in the char vocabulary: '€'"),
+    (['July 4, 2023', '07/04/2023€'], None, 'input line 2'),
+    (['07/04/2023'], 0, '--beam_size=0'),
+])
+def test_bad_input(dates_run, inputs, beam_size, needle):
+  with pytest.raises(UserError, match=re.escape(needle)):
+    predict.predict(str(dates_run), inputs, beam_size=beam_size)
+
+
+def test_bad_input_from_the_command_line(dates_run):
+  _assert_user_error(_predict(dates_run), 'needs --input')
+  _assert_user_error(_predict(dates_run, '--input=-', input='July 4, 2023\n07/04/2023€\n'),
+                     'input line 2')
+
+
+def test_runs_it_cannot_predict(tmp_path):
+  image_run = tmp_path / 'digits'
+  image_run.mkdir()
+  (image_run / 'config.json').write_text(config_lib.to_json(config_lib.default_config()))
+  _assert_user_error(_predict(image_run, '--input=x'), 'image classifier', 'deepl evaluate')
+  _assert_user_error(_predict(tmp_path / 'nothing', '--input=x'), 'no config.json')
+  _assert_user_error(helpers.deepl('--input=x', command='predict'), 'needs --workdir')
