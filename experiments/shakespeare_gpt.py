@@ -21,12 +21,13 @@ tools/benchmark.py runs the same step at 128 steps/s (MFU 15%). A later trace on
 why: the embedding's gradient, a bfloat16 scatter-add into 65 rows, took 21-39 ms a step. The
 embeddings now gather float32 rows and cast them (deepl/models/embed.py); not yet re-timed.
 
-Measured here (2 CPU cores), :cpu (4 layers, 4 heads, width 128, rotary positions, dropout 0.1,
-801,792 parameters): validation loss 1.461 nats/char (2.11 bits/char) after 2,500 steps, 1,130 s
-wall; 1.623 at step 1,000 (7.3 min of training), 1.482 at step 2,000 (14.7 min). 2.34 steps/s,
-9,600 tokens/s, 56 GFLOP/s (MFU 50% of the matmul peak measured in the run). At equal training
-time it is ahead of shakespeare_lstm (1.662 at 7.6 min, 1.489 at 15.2 min, 1.458 at 22.7 min),
-not of shakespeare_gru (1.438 at 11.9 min). The same shape with learned positions and no dropout
+Measured here (2 CPU cores, 2026-11-27), :cpu (4 layers, 4 heads, width 128, rotary positions,
+dropout 0.1, 801,792 parameters): validation loss 1.461 nats/char (2.11 bits/char) after 2,500
+steps, 691 s wall; 1.623 at step 1,000 (4.3 min of training), 1.482 at step 2,000 (8.9 min).
+3.85 steps/s, 15,800 tokens/s, 87 GFLOP/s (MFU 45% of the matmul peak measured in the run). The
+first run (before the 2-D Dense layers, CPU attention and huge pages) reached the same losses at
+2.34 steps/s, 1,130 s. At equal training time it is ahead of shakespeare_lstm (1.659 at 5.5 min,
+1.490 at 10.7 min, 1.458 at 15.7 min), not of shakespeare_gru (1.438 at 11.9 min). The same shape with learned positions and no dropout
 reached 1.494 (1.719 at step 1,000).
 """
 

@@ -7,11 +7,10 @@
   deepl sample --workdir=runs/shakespeare_lstm --prompt="ROMEO:" --length=500 \
       --temperature=0.8 --top_k=40
 
-Measured here (2 CPU cores): validation loss 1.458 nats/char (2.10 bits/char) after 1,500 steps
-(1.489 at step 1,000); 1.1 steps/s = 4,500 tokens/s on an otherwise idle machine, so about
-23 minutes for the run. (The measured run was stopped with SIGTERM at step 600 and resumed.)
-Measured before the LSTM's hand-written step and W_h^T copy in deepl/models/rnn.py (same
-math): benchmarks.py:lstm, the same shape, ran ~1.2x as many steps/s after them; not re-run.
+Measured here (2 CPU cores, 2026-11-27): validation loss 1.458 nats/char (2.10 bits/char) after
+1,500 steps (1.490 at step 1,000); 1.45-1.72 steps/s (median 1.60, ~6,500 tokens/s), 958 s for
+the run. The first run, before the LSTM's hand-written step in deepl/models/rnn.py (same math),
+reached the same losses at 1.1 steps/s in about 23 minutes.
 """
 
 from ml_collections import config_dict
