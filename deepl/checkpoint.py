@@ -152,11 +152,14 @@ def read_state(state_dir: str) -> dict:
   return jax.tree.map(np.asarray, state)
 
 
-def restore_params(directory: str):
-  """(step, params as numpy arrays) of the newest checkpoint of a run that reads (`read_state`)."""
+def restore_params(directory: str, step: int | None = None):
+  """(step, params as numpy arrays) of checkpoint `step`, default the newest that reads.
+
+  Read with `read_state`, onto one device.
+  """
   return _restore_newest(
       directory, lambda _, directory, step: read_state(
-          os.path.join(directory, str(step), 'state'))['params'])
+          os.path.join(directory, str(step), 'state'))['params'], step)
 
 
 def _restore_newest(directory: str, restore, step: int | None = None):

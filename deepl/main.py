@@ -5,7 +5,7 @@
   deepl sample --workdir=runs/shakespeare_lstm --prompt="ROMEO:" --length=500
       [--temperature=0.8 --top_k=40 --top_p=0.9 --seed=0]
   deepl evaluate --workdir=runs/dates_seq2seq [--split=test --step=1000]
-  deepl predict --workdir=runs/dates_seq2seq --input="07/04/2023" [--beam_size=4]
+  deepl predict --workdir=runs/dates_seq2seq --input="07/04/2023" [--beam_size=4 --step=1000]
       (--input=- reads one input per line from stdin; seq2seq and text classifiers)
 
 `python -m deepl.main ...` is the same. Without a command it trains; without
@@ -54,7 +54,8 @@ flags.DEFINE_float('top_p', 1.0, 'sample: nucleus sampling mass (1: off).')
 flags.DEFINE_integer('seed', 0, 'sample: the same seed gives the same text.')
 
 flags.DEFINE_string('split', None, 'evaluate: the split (default: the one training evaluates on).')
-flags.DEFINE_integer('step', None, 'evaluate: the checkpoint step (default: the latest).')
+flags.DEFINE_integer('step', None, 'evaluate, sample, predict: the checkpoint step (default: the '
+                     'latest).')
 
 flags.DEFINE_string('input', None, 'predict: the text to run the model on; - reads one input '
                     'per line from stdin.')
@@ -215,7 +216,8 @@ def run(argv=None):
     elif command == 'predict':
       from deepl import predict  # pylint: disable=g-import-not-at-top
       inputs = _read_inputs(FLAGS.input)
-      print('\n'.join(predict.predict(workdir, inputs, beam_size=FLAGS.beam_size)))
+      print('\n'.join(predict.predict(workdir, inputs, beam_size=FLAGS.beam_size,
+                                      step=FLAGS.step)))
     elif command == 'evaluate':
       from deepl import evaluate  # pylint: disable=g-import-not-at-top
       print(evaluate.format_metrics(*evaluate.evaluate_run(workdir, split=FLAGS.split,
@@ -224,7 +226,7 @@ def run(argv=None):
       print(sampling.sample_text(
           workdir, prompt=FLAGS.prompt or '', length=FLAGS.length,
           temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
-          seed=FLAGS.seed))
+          seed=FLAGS.seed, step=FLAGS.step))
   except UserError as err:
     fail(str(err))
 

@@ -31,8 +31,9 @@ from deepl.errors import UserError
 CHUNK = 64
 
 
-def predict(workdir: str, inputs: list[str], *, beam_size: int | None = None) -> list[str]:
-  """One output line per input text."""
+def predict(workdir: str, inputs: list[str], *, beam_size: int | None = None,
+            step: int | None = None) -> list[str]:
+  """One output line per input text, from checkpoint `step` (default the newest)."""
   if not inputs:
     raise UserError('no input: give --input=TEXT, or --input=- and one input per line on stdin')
   if beam_size is not None and beam_size < 1:
@@ -50,7 +51,7 @@ def predict(workdir: str, inputs: list[str], *, beam_size: int | None = None) ->
   if not os.path.isdir(os.path.join(workdir, 'tokenizer')):  # text runs save theirs
     raise UserError(f'{workdir} holds an image classifier: deepl predict reads text; '
                     'deepl evaluate runs it on a split of its data')
-  run = trained_run.load(workdir, config)
+  run = trained_run.load(workdir, config, step)
   ids = _encode(run.tokenizer, inputs)
   rows = _seq2seq_rows(run, ids) if config.task == 'seq2seq' else _classifier_rows(run, ids)
   fn = _decode if config.task == 'seq2seq' else _classify

@@ -64,14 +64,14 @@ def generate(model, params, prompt_ids, length: int, *, temperature: float = 1.0
   return out
 
 
-def _load_language_model(workdir: str) -> trained_run.TrainedRun:
+def _load_language_model(workdir: str, step: int | None) -> trained_run.TrainedRun:
   config = config_lib.load_run_config(workdir)
   if config.task != 'causal_lm':
     hint = ("sample from a run trained with task='causal_lm'"
             if config.task not in trained_run.PREDICTS else
             'deepl predict runs seq2seq models and text classifiers on your input')
     raise UserError(f"{workdir} holds a '{config.task}' run, not a language model: {hint}")
-  return trained_run.load(workdir, config)
+  return trained_run.load(workdir, config, step)
 
 
 def check_options(*, prompt: str, length: int, temperature: float, top_k: int, top_p: float):
@@ -89,10 +89,11 @@ def check_options(*, prompt: str, length: int, temperature: float, top_k: int, t
 
 
 def sample_text(workdir: str, *, prompt: str, length: int, temperature: float = 1.0,
-                top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> str:
-  """The prompt followed by `length` generated tokens, as text."""
+                top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                step: int | None = None) -> str:
+  """The prompt followed by `length` generated tokens from checkpoint `step` (default newest)."""
   check_options(prompt=prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p)
-  run = _load_language_model(workdir)
+  run = _load_language_model(workdir, step)
   tokenizer, model = run.tokenizer, run.task.model
   try:
     prompt_ids = tokenizer.encode(prompt)

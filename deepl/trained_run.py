@@ -32,13 +32,16 @@ class TrainedRun:
   step: int
 
 
-def load(workdir: str, config=None) -> TrainedRun:
-  """The newest readable checkpoint of the run in `workdir` (config: its config.json, if read)."""
+def load(workdir: str, config=None, step: int | None = None) -> TrainedRun:
+  """Checkpoint `step` (default the newest that reads) of the run in `workdir`.
+
+  `config` is the run's config.json where the caller has read it already.
+  """
   config = config or config_lib.load_run_config(workdir)
   tokenizer_dir = os.path.join(workdir, 'tokenizer')
   # Only image classifiers have none: any other run without one fails here, saying so.
   tokenizer = (tokenizers.load(tokenizer_dir)
                if os.path.isdir(tokenizer_dir) or config.task != 'classification' else None)
   task, _ = train.make_task(config, datasets.NUM_CLASSES.get(config.data.name), tokenizer)
-  step, params = checkpoint.restore_params(os.path.join(workdir, 'checkpoints'))
+  step, params = checkpoint.restore_params(os.path.join(workdir, 'checkpoints'), step)
   return TrainedRun(config, tokenizer, task, params, step)

@@ -25,7 +25,7 @@ def dates_run(tfds_data_dir, tmp_path_factory):
       f'--config={helpers.EXPERIMENTS}/dates_seq2seq.py', f'--workdir={workdir}',
       f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=300',
       '--config.train.log_every_steps=100', '--config.eval.every_steps=300',
-      '--config.checkpoint.every_steps=300')
+      '--config.checkpoint.every_steps=150')
   assert result.returncode == 0, result.stderr
   return workdir
 
@@ -68,6 +68,17 @@ def test_one_input_and_beam_search(dates_run, validation):
   assert greedy.stdout == beam_one.stdout
   assert len(beam.stdout.splitlines()) == 5
   assert single.stdout == greedy.stdout.splitlines(keepends=True)[0]
+
+
+def test_step_picks_the_checkpoint(dates_run, validation):
+  lines = ''.join(f'{s}\n' for s in validation.sources[:50])
+  newest, last, early = (_predict(dates_run, '--input=-', *step, input=lines)
+                         for step in ((), ('--step=300',), ('--step=150',)))
+  for result in (newest, last, early):
+    assert result.returncode == 0, result.stderr
+  assert newest.stdout == last.stdout != early.stdout
+  _assert_user_error(_predict(dates_run, '--input=x', '--step=7'), 'no checkpoint of step 7',
+                     'it has: 150, 300')
 
 
 @pytest.mark.parametrize('inputs,beam_size,needle', [

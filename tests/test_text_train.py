@@ -83,8 +83,10 @@ def test_sample_is_deterministic_per_seed(shakespeare_run):
   first = _sample(shakespeare_run, *args, '--seed=3')
   again = _sample(shakespeare_run, *args, '--seed=3')
   other = _sample(shakespeare_run, *args, '--seed=4')
+  at_step = _sample(shakespeare_run, *args, '--seed=3', '--step=30')  # the only checkpoint
   assert first.returncode == 0, first.stderr
-  assert first.stdout == again.stdout != other.stdout
+  assert first.stdout == again.stdout == at_step.stdout != other.stdout
+  _assert_user_error(_sample(shakespeare_run, *args, '--step=7'), 'no checkpoint of step 7')
   text = first.stdout[:-1]  # print's newline
   assert text.startswith('ROMEO:') and len(text) == len('ROMEO:') + 80
 
