@@ -152,14 +152,21 @@ def read_state(state_dir: str) -> dict:
   return jax.tree.map(np.asarray, state)
 
 
-def restore_params(directory: str, step: int | None = None):
-  """(step, params as numpy arrays) of checkpoint `step`, default the newest that reads.
+def restore_variables(directory: str, step: int | None = None):
+  """(step, a model's variables: {'params': ..., **model_state}) of checkpoint `step`.
 
-  Read with `read_state`, onto one device.
+  Default the newest that reads; read with `read_state`, onto one device, as numpy arrays.
   """
-  return _restore_newest(
-      directory, lambda _, directory, step: read_state(
-          os.path.join(directory, str(step), 'state'))['params'], step)
+  def restore(_, directory, step):
+    state = read_state(os.path.join(directory, str(step), 'state'))
+    return {'params': state['params'], **state.get('model_state', {})}
+  return _restore_newest(directory, restore, step)
+
+
+def restore_params(directory: str, step: int | None = None):
+  """(step, params) of checkpoint `step`, default the newest that reads (`restore_variables`)."""
+  step, variables = restore_variables(directory, step)
+  return step, variables['params']
 
 
 def _restore_newest(directory: str, restore, step: int | None = None):

@@ -6,7 +6,8 @@
       [--temperature=0.8 --top_k=40 --top_p=0.9 --seed=0]
   deepl evaluate --workdir=runs/dates_seq2seq [--split=test --step=1000]
   deepl predict --workdir=runs/dates_seq2seq --input="07/04/2023" [--beam_size=4 --step=1000]
-      (--input=- reads one input per line from stdin; seq2seq and text classifiers)
+      (--input=- reads one input per line from stdin; seq2seq models and classifiers,
+      an image classifier reads image files: --input=digit.png)
 
 `python -m deepl.main ...` is the same. Without a command it trains; without
 --config the embedded default experiment (a CNN on scikit-learn's 8x8 digits)
@@ -57,8 +58,8 @@ flags.DEFINE_string('split', None, 'evaluate: the split (default: the one traini
 flags.DEFINE_integer('step', None, 'evaluate, sample, predict: the checkpoint step (default: the '
                      'latest).')
 
-flags.DEFINE_string('input', None, 'predict: the text to run the model on; - reads one input '
-                    'per line from stdin.')
+flags.DEFINE_string('input', None, 'predict: the text (or an image classifier: the image file) '
+                    'to run the model on; - reads one input per line from stdin.')
 flags.DEFINE_integer('beam_size', None, 'predict: beams for a seq2seq model (1: greedy; '
                      'default: the run\'s eval.beam_size).')
 
@@ -197,7 +198,7 @@ def run(argv=None):
   if command == 'evaluate' and not FLAGS.workdir:
     fail('deepl evaluate needs --workdir=<a run>, e.g. --workdir=runs/mnist_cnn')
   if command == 'predict' and not FLAGS.workdir:
-    fail('deepl predict needs --workdir=<a seq2seq or text classifier run>, e.g. '
+    fail('deepl predict needs --workdir=<a seq2seq or classifier run>, e.g. '
          '--workdir=runs/dates_seq2seq')
   try:
     config_lib.validate(config)

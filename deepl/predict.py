@@ -1,17 +1,20 @@
-"""`deepl predict`: a trained seq2seq model or text classifier on your own input.
+"""`deepl predict`: a trained seq2seq model or classifier on your own input.
 
   deepl predict --workdir=runs/dates_seq2seq --input="07/04/2023"        # July 4, 2023
   deepl predict --workdir=runs/dates_seq2seq --beam_size=4 --input=- < sources.txt
   deepl predict --workdir=runs/sst2_gru --input="a gorgeous , witty film"  # positive<TAB>1.0000
+  deepl predict --workdir=runs/digits_cnn --input=digit.png                # 1<TAB>1.0000
 
-The run's newest checkpoint, tokenizer and config.json are used, and each input
-is made into a batch row exactly as its data pipeline makes one: a seq2seq
-source padded to data.max_length, a classifier's text cut to data.max_length
-tokens. Seq2seq models decode as the run's eval does (greedy, or beam search
-with eval.beam_size; --beam_size overrides it); classifiers print the most
-likely label and its probability, tab-separated. --input=- reads one input per
-line from stdin and prints one line per input, in order. Language models:
-deepl sample.
+The run's newest checkpoint (or `step`), tokenizer and config.json are used,
+and each input is made into a batch row as its data pipeline makes one: a
+seq2seq source padded to data.max_length, a classifier's text cut to
+data.max_length tokens, an image file (any format Pillow reads) converted to
+the data set's channels and resized to its height and width, as uint8 pixels
+the task scales. Seq2seq models decode as the run's eval does (greedy, or beam
+search with eval.beam_size; --beam_size overrides it); classifiers print the
+most likely label and its probability, tab-separated. --input=- reads one input
+(text, or an image's path) per line from stdin and prints one line per input,
+in order. Language models: deepl sample.
 """
 
 import functools
@@ -43,17 +46,18 @@ def predict(workdir: str, inputs: list[str], *, beam_size: int | None = None,
     hint = ('deepl sample continues text from it' if config.task == 'causal_lm' else
             'fine-tune it with --config.init_from, then predict with that run')
     raise UserError(f"{workdir} holds a '{config.task}' run: deepl predict runs seq2seq "
-                    f'models and text classifiers; {hint}')
+                    f'models and classifiers; {hint}')
   if beam_size is not None:
     if config.task != 'seq2seq':
       raise UserError(f'--beam_size is for seq2seq runs; {workdir} holds a classifier')
     config.eval.beam_size = beam_size
-  if not os.path.isdir(os.path.join(workdir, 'tokenizer')):  # text runs save theirs
-    raise UserError(f'{workdir} holds an image classifier: deepl predict reads text; '
-                    'deepl evaluate runs it on a split of its data')
   run = trained_run.load(workdir, config, step)
-  ids = _encode(run.tokenizer, inputs)
-  rows = _seq2seq_rows(run, ids) if config.task == 'seq2seq' else _classifier_rows(run, ids)
+  if run.image_shape:
+    rows = {'image': _read_images(inputs, run.image_shape)}
+  elif config.task == 'seq2seq':
+    rows = _seq2seq_rows(run, _encode(run.tokenizer, inputs))
+  else:
+    rows = _classifier_rows(run, _encode(run.tokenizer, inputs))
   fn = _decode if config.task == 'seq2seq' else _classify
   out = []
   for start in range(0, len(inputs), CHUNK):
@@ -94,6 +98,24 @@ def _seq2seq_rows(run, ids) -> dict:
   return {'inputs': source.inputs, 'input_length': source.input_length}
 
 
+def _read_images(paths, shape) -> np.ndarray:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  height, width, channels = shape
+  out = np.zeros((len(paths), *shape), np.uint8)
+  for index, path in enumerate(paths):
+    try:
+      with Image.open(os.path.expanduser(path)) as image:
+        image = image.convert('L' if channels == 1 else 'RGB')
+        if image.size != (width, height):
+          image = image.resize((width, height), Image.Resampling.BILINEAR)
+        out[index] = np.asarray(image).reshape(shape)
+    except (OSError, ValueError) as err:  # missing, unreadable, not an image
+      reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+      raise UserError(f'{_where(index, len(paths))}: cannot read an image from {path!r} '
+                      f'({reason})') from None
+  return out
+
+
 def _classifier_rows(run, ids) -> dict:
   source = text_lib.ClassificationTextSource(ids, np.zeros(len(ids)), run.config.data.max_length)
   return {'tokens': source.tokens, 'length': source.lengths}
@@ -106,18 +128,19 @@ def _decoded_ids(task, params, batch, max_len):
 
 def _decode(run, batch) -> list[str]:
   # The decoder emits the target and its EOS: max_target + 1 tokens, as in eval.
-  ids = np.asarray(_decoded_ids(run.task, run.params, batch, run.config.data.max_target + 1))
+  ids = np.asarray(_decoded_ids(run.task, run.variables['params'], batch,
+                                run.config.data.max_target + 1))
   return [seq2seq_text.decode_target(run.tokenizer, row) for row in ids]
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _probabilities(model, params, batch):
-  logits = model.apply({'params': params}, batch['tokens'], batch['length'], train=False)
+def _probabilities(task, variables, batch):
+  logits = task.model.apply(variables, *task.model_inputs(batch), train=False)
   return jax.nn.softmax(logits.astype(np.float32), axis=-1)
 
 
 def _classify(run, batch) -> list[str]:
-  probs = np.asarray(_probabilities(run.task.model, run.params, batch))
+  probs = np.asarray(_probabilities(run.task, run.variables, batch))
   names = datasets.LABEL_NAMES.get(run.config.data.name)
   best = probs.argmax(-1)
   return [f'{names[c] if names else c}\t{p[c]:.4f}' for c, p in zip(best, probs)]

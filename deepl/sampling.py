@@ -69,7 +69,7 @@ def _load_language_model(workdir: str, step: int | None) -> trained_run.TrainedR
   if config.task != 'causal_lm':
     hint = ("sample from a run trained with task='causal_lm'"
             if config.task not in trained_run.PREDICTS else
-            'deepl predict runs seq2seq models and text classifiers on your input')
+            'deepl predict runs seq2seq models and classifiers on your input')
     raise UserError(f"{workdir} holds a '{config.task}' run, not a language model: {hint}")
   return trained_run.load(workdir, config, step)
 
@@ -105,6 +105,6 @@ def sample_text(workdir: str, *, prompt: str, length: int, temperature: float = 
   if max_len and len(prompt_ids) + length - 1 > max_len:
     raise UserError(f'the prompt ({len(prompt_ids)} tokens) plus --length={length} is longer '
                     f"than the model's context of {max_len} tokens: shorten one of them")
-  new = generate(model, run.params, prompt_ids, length, temperature=temperature,
+  new = generate(model, run.variables['params'], prompt_ids, length, temperature=temperature,
                  top_k=min(top_k, tokenizer.vocab_size), top_p=top_p, seed=seed)
   return prompt + tokenizer.decode(new)

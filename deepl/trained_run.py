@@ -1,7 +1,7 @@
 """A trained run's pieces for inference: its config, tokenizer, task and parameters.
 
   run = trained_run.load('runs/dates_seq2seq')
-  run.task.model, run.params, run.tokenizer, run.step
+  run.task.model, run.variables, run.tokenizer, run.step
 
 `deepl sample` and `deepl predict` read runs through here. The task (and its
 model) is built exactly as `deepl train` built it, from the run's own
@@ -19,7 +19,7 @@ from deepl import train
 from deepl.data import datasets
 from deepl.data import tokenizers
 
-# The tasks `deepl predict` runs on a user's input (text classifiers only, of 'classification').
+# The tasks `deepl predict` runs on a user's input.
 PREDICTS = ('seq2seq', 'classification')
 
 
@@ -27,8 +27,9 @@ PREDICTS = ('seq2seq', 'classification')
 class TrainedRun:
   config: Any
   tokenizer: Any  # None for image runs
+  image_shape: tuple[int, int, int] | None  # (H, W, C) of an image run's data
   task: Any       # task.model is the model
-  params: Any     # numpy arrays
+  variables: Any  # {'params': ..., and e.g. 'batch_stats': ...}, numpy arrays
   step: int
 
 
@@ -38,10 +39,11 @@ def load(workdir: str, config=None, step: int | None = None) -> TrainedRun:
   `config` is the run's config.json where the caller has read it already.
   """
   config = config or config_lib.load_run_config(workdir)
-  tokenizer_dir = os.path.join(workdir, 'tokenizer')
-  # Only image classifiers have none: any other run without one fails here, saying so.
-  tokenizer = (tokenizers.load(tokenizer_dir)
-               if os.path.isdir(tokenizer_dir) or config.task != 'classification' else None)
+  # The builder's declared features: no data is read or prepared.
+  features = datasets.get_builder(config.data.name, config.data.data_dir).info.features
+  image_shape = tuple(features['image'].shape) if 'image' in features else None
+  # Every other run saved its tokenizer: one without fails here, saying so.
+  tokenizer = None if image_shape else tokenizers.load(os.path.join(workdir, 'tokenizer'))
   task, _ = train.make_task(config, datasets.NUM_CLASSES.get(config.data.name), tokenizer)
-  step, params = checkpoint.restore_params(os.path.join(workdir, 'checkpoints'), step)
-  return TrainedRun(config, tokenizer, task, params, step)
+  step, variables = checkpoint.restore_variables(os.path.join(workdir, 'checkpoints'), step)
+  return TrainedRun(config, tokenizer, image_shape, task, variables, step)

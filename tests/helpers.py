@@ -28,6 +28,17 @@ def deepl(*args, devices: int | None = None, timeout: float = 300, command: str 
                         env=env_for(devices, **(env or {})), **popen)
 
 
+def train_digits(workdir, data_dir, *, steps: int, eval_every: int | None = None,
+                 checkpoint_every: int | None = None):
+  """A short run of the default experiment (sklearn digits) in `workdir`; returns workdir."""
+  result = deepl(f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
+                 f'--config.train.num_steps={steps}',
+                 f'--config.eval.every_steps={eval_every or steps}',
+                 f'--config.checkpoint.every_steps={checkpoint_every or steps}')
+  assert result.returncode == 0, result.stderr
+  return workdir
+
+
 def dot_operands(fn, *args) -> list[tuple]:
   """The operand avals of every dot_general `fn(*args)` traces, in order.
 

@@ -39,12 +39,7 @@ def _tree_digest(path: pathlib.Path) -> str:
 @pytest.fixture(scope='module')
 def finished_run(tmp_path_factory, tfds_data_dir):
   """A short finished digits run whose checkpoints the bad inputs must not touch."""
-  workdir = tmp_path_factory.mktemp('finished') / 'run'
-  result = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
-                         '--config.train.num_steps=4', '--config.eval.every_steps=4',
-                         '--config.checkpoint.every_steps=4')
-  assert result.returncode == 0, result.stderr
-  return workdir
+  return helpers.train_digits(tmp_path_factory.mktemp('finished') / 'run', tfds_data_dir, steps=4)
 
 
 def test_missing_config_file(tmp_path):

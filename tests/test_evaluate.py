@@ -9,12 +9,8 @@ from tests import helpers
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory, tfds_data_dir):
-  workdir = tmp_path_factory.mktemp('evaluate') / 'digits'
-  result = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
-                         '--config.train.num_steps=20', '--config.eval.every_steps=10',
-                         '--config.checkpoint.every_steps=10')
-  assert result.returncode == 0, result.stderr
-  return workdir
+  return helpers.train_digits(tmp_path_factory.mktemp('evaluate') / 'digits', tfds_data_dir,
+                              steps=20, eval_every=10, checkpoint_every=10)
 
 
 def _evaluate(run, *args):

@@ -1,4 +1,4 @@
-"""`deepl predict` end to end on a short dates run (generated offline: no shared data).
+"""`deepl predict` end to end on short dates and digits runs (offline: no shared data).
 
 The text classifier's side runs on test_text_train.py's SST-2 run.
 """
@@ -7,11 +7,14 @@ import json
 import pathlib
 import re
 
+import jax
 import numpy as np
+from PIL import Image
 import pytest
 
 from deepl import config as config_lib
 from deepl import predict
+from deepl import trained_run
 from deepl.data import datasets
 from deepl.errors import UserError
 from tests import helpers
@@ -100,10 +103,41 @@ def test_bad_input_from_the_command_line(dates_run):
                      'input line 2')
 
 
+@pytest.fixture(scope='module')
+def digits_run(tfds_data_dir, tmp_path_factory):
+  return helpers.train_digits(tmp_path_factory.mktemp('digits') / 'run', tfds_data_dir, steps=100)
+
+
+def test_image_files_classify_as_the_pipeline_batches(digits_run, tfds_data_dir, tmp_path):
+  # PNG files of test images (8x8 grey), and one of them as a 24x24 RGB JPEG
+  # that predict must convert and resize: the labels and probabilities are the
+  # model's on the pipeline's own uint8 batch.
+  images = datasets.get_dataset('digits', data_dir=str(tfds_data_dir)).splits['test'].images[:12]
+  paths = []
+  for i, image in enumerate(images):
+    paths.append(tmp_path / f'{i}.png')
+    Image.fromarray(image[..., 0]).save(paths[-1])
+  Image.fromarray(images[0][..., 0]).convert('RGB').resize((24, 24)).save(tmp_path / 'big.jpg')
+  result = _predict(digits_run, '--input=-', input=''.join(f'{p}\n' for p in paths))
+  big = _predict(digits_run, f'--input={tmp_path / "big.jpg"}')
+  assert result.returncode == 0 and big.returncode == 0, result.stderr + big.stderr
+  run = trained_run.load(str(digits_run))
+  logits = run.task.model.apply(run.variables, *run.task.model_inputs({'image': images}),
+                                train=False)
+  expected = np.asarray(jax.nn.softmax(logits, axis=-1))
+  lines = [l.split('\t') for l in result.stdout.splitlines()]
+  assert [int(label) for label, _ in lines] == list(expected.argmax(-1))
+  np.testing.assert_allclose([float(p) for _, p in lines], expected.max(-1), atol=1e-4)
+  assert big.stdout.split('\t')[0] == lines[0][0]
+  _assert_user_error(_predict(digits_run, f'--input={tmp_path / "none.png"}'),
+                     'cannot read an image', 'none.png')
+
+
 def test_runs_it_cannot_predict(tmp_path):
-  image_run = tmp_path / 'digits'
-  image_run.mkdir()
-  (image_run / 'config.json').write_text(config_lib.to_json(config_lib.default_config()))
-  _assert_user_error(_predict(image_run, '--input=x'), 'image classifier', 'deepl evaluate')
   _assert_user_error(_predict(tmp_path / 'nothing', '--input=x'), 'no config.json')
   _assert_user_error(helpers.deepl('--input=x', command='predict'), 'needs --workdir')
+  masked_lm = config_lib.default_config()
+  masked_lm.task = 'masked_lm'
+  (tmp_path / 'mlm').mkdir()
+  (tmp_path / 'mlm' / 'config.json').write_text(config_lib.to_json(masked_lm))
+  _assert_user_error(_predict(tmp_path / 'mlm', '--input=x'), "a 'masked_lm' run", 'init_from')

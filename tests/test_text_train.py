@@ -141,8 +141,7 @@ def test_predict_classifies_as_the_pipeline_batches(sst2_run):
   source, texts = setup.splits['validation'], setup.dataset.splits['validation'].texts
   batch = source.gather(np.arange(len(source)))
   run = trained_run.load(str(sst2_run))
-  logits = run.task.model.apply({'params': run.params}, batch['tokens'], batch['length'],
-                                train=False)
+  logits = run.task.model.apply(run.variables, batch['tokens'], batch['length'], train=False)
   expected = np.asarray(jax.nn.softmax(logits, axis=-1))
   result = helpers.deepl(f'--workdir={sst2_run}', '--input=-', command='predict',
                          input=''.join(f'{t}\n' for t in texts))

@@ -81,8 +81,15 @@ class Dataset:
 # Tensor feature (ClassLabel would add nothing but names).
 NUM_CLASSES = {'digits': 10, 'mnist': 10, 'fashion_mnist': 10, 'cifar10': 10,
                'glue/sst2': 2, 'tiny_shakespeare': None, 'dates': None}
-# What `deepl predict` prints for a class, where the data set names them (GLUE's order).
-LABEL_NAMES = {'glue/sst2': ('negative', 'positive')}
+# What `deepl predict` prints for a class where the data set names them (the sets' own
+# orders); elsewhere the class index, which for the digit sets is the digit.
+LABEL_NAMES = {
+    'glue/sst2': ('negative', 'positive'),
+    'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
+                      'Sneaker', 'Bag', 'Ankle boot'),
+    'cifar10': ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
+                'truck'),
+}
 # Where the split to evaluate on is not 'test': SST-2's test labels are hidden
 # (-1), and TFDS's tiny_shakespeare keeps 'test' for the final number.
 EVAL_SPLITS = {'glue/sst2': 'validation', 'tiny_shakespeare': 'validation',

@@ -25,9 +25,10 @@ class ClassificationTask:
     """The model's variables: {'params': ..., and e.g. 'batch_stats': ...}."""
     params_rng, dropout_rng = jax.random.split(rng)
     return self.model.init({'params': params_rng, 'dropout': dropout_rng},
-                           *self._inputs(batch), train=False)
+                           *self.model_inputs(batch), train=False)
 
-  def _inputs(self, batch, augment_rng=None) -> tuple:
+  def model_inputs(self, batch, augment_rng=None) -> tuple:
+    """The positional arguments of the model's call: (images in [0, 1],) or (tokens, lengths)."""
     if 'tokens' in batch:
       return batch['tokens'], batch['length']
     images = batch['image'].astype(jnp.float32) / 255.0
@@ -39,14 +40,14 @@ class ClassificationTask:
     """Mean loss over the batch, and (metric sums, updated model state)."""
     augment_rng, dropout_rng = jax.random.split(rng)
     logits, new_model_state = self.model.apply(
-        {'params': params, **model_state}, *self._inputs(batch, augment_rng), train=True,
+        {'params': params, **model_state}, *self.model_inputs(batch, augment_rng), train=True,
         mutable=list(model_state), rngs={'dropout': dropout_rng})
     per_example = optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), batch['label'])
     return per_example.mean(), (self._sums(logits, batch, per_example), new_model_state)
 
   def eval_sums(self, params, model_state, batch) -> dict:
-    logits = self.model.apply({'params': params, **model_state}, *self._inputs(batch),
+    logits = self.model.apply({'params': params, **model_state}, *self.model_inputs(batch),
                               train=False)
     per_example = optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), batch['label'])
