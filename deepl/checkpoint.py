@@ -137,18 +137,22 @@ def restore_state(directory: str, abstract_state, step: int | None = None):
   return _restore_newest(directory, restore, step)
 
 
-def read_state(state_dir: str) -> dict:
-  """A checkpoint's saved train state (its state/ folder) as numpy arrays.
+def read_state(state_dir: str, keys=('params', 'model_state')) -> dict:
+  """Entries `keys` of a checkpoint's saved train state (its state/ folder), as numpy arrays.
 
-  Restored as it was saved (shapes and dtypes from its metadata) onto this
-  process's first device, whatever devices wrote it: for code that builds no
-  optimizer of its own (sampling, init_from).
+  Restored as they were saved (shapes and dtypes from its metadata) onto this
+  process's first device, whatever devices wrote them: for code that builds no
+  optimizer of its own (sample, predict, init_from). The other entries (the
+  optimizer's state: twice the params for AdamW) are left unread.
   """
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  saved = _saved_tree(state_dir)
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        _saved_tree(state_dir))
-  state = ocp.StandardCheckpointHandler().restore(pathlib.Path(os.path.abspath(state_dir)),
-                                                  args=ocp.args.StandardRestore(target))
+                        {key: saved[key] for key in keys if key in saved})
+  state = ocp.PyTreeCheckpointHandler().restore(
+      pathlib.Path(os.path.abspath(state_dir)),
+      args=ocp.args.PyTreeRestore(item=target, partial_restore=True,
+                                  restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
   return jax.tree.map(np.asarray, state)
 
 

@@ -19,7 +19,7 @@ from deepl.errors import UserError
 def _read_params(path: str):
   """Params of a step folder (holding state/) or of a workdir's newest readable checkpoint."""
   if os.path.isdir(os.path.join(path, 'state')):
-    return checkpoint.read_state(os.path.join(path, 'state'))['params']
+    return checkpoint.read_state(os.path.join(path, 'state'), keys=('params',))['params']
   ckpts = os.path.join(path, 'checkpoints')
   if not (os.path.isdir(ckpts) and any(p.isdigit() for p in os.listdir(ckpts))):
     raise UserError(f'init_from={path} holds no checkpoint: point it at a workdir of a '

@@ -64,6 +64,12 @@ flags.DEFINE_integer('beam_size', None, 'predict: beams for a seq2seq model (1: 
                      'default: the run\'s eval.beam_size).')
 
 COMMANDS = ('train', 'sample', 'evaluate', 'predict')
+# The commands that read a trained run: what --workdir must hold, with an example.
+READS_A_RUN = {
+    'sample': '<a language-model run>, e.g. --workdir=runs/shakespeare_lstm',
+    'evaluate': '<a run>, e.g. --workdir=runs/mnist_cnn',
+    'predict': '<a seq2seq or classifier run>, e.g. --workdir=runs/dates_seq2seq',
+}
 # (section, key) of the config's file paths.
 PATH_KEYS = (('data', 'manual_dir'), ('data', 'data_dir'), ('', 'init_from'))
 HELP = ('-h', '-help', '--help', '--helpshort', '--helpfull')
@@ -193,16 +199,11 @@ def run(argv=None):
   argv = sys.argv if argv is None else argv
   command, config, workdir = parse(argv)
   logging.set_verbosity(logging.WARNING)
-  if command == 'sample' and not FLAGS.workdir:
-    fail('deepl sample needs --workdir=<a language-model run>, e.g. --workdir=runs/shakespeare_lstm')
-  if command == 'evaluate' and not FLAGS.workdir:
-    fail('deepl evaluate needs --workdir=<a run>, e.g. --workdir=runs/mnist_cnn')
-  if command == 'predict' and not FLAGS.workdir:
-    fail('deepl predict needs --workdir=<a seq2seq or classifier run>, e.g. '
-         '--workdir=runs/dates_seq2seq')
+  if command in READS_A_RUN and not FLAGS.workdir:
+    fail(f'deepl {command} needs --workdir={READS_A_RUN[command]}')
   try:
     config_lib.validate(config)
-    # Before JAX starts: evaluate and sample run the saved run's model.
+    # Before JAX starts: sample, evaluate and predict run the saved run's model.
     run_config = config if command == 'train' else config_lib.load_run_config(workdir)
     xla_cpu.configure([run_config.model.name])
     _use_compilation_cache(FLAGS.compilation_cache)
