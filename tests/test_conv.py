@@ -30,10 +30,14 @@ def test_add_bias_gradient_is_the_channel_sum():
 
 
 # (input shape, features, kernel, strides, padding): the first two take the
-# CPU's shifted multiply-add path (<= 27 taps, stride 1), the others XLA's.
+# CPU's shifted multiply-add path (<= 27 taps, stride 1), the next two its
+# column pairs (<= 16 channels, 3x3 'SAME', even width), the others XLA's.
 CASES = [
     ((4, 12, 12, 1), 8, (3, 3), 1, 'SAME'),
     ((2, 3, 9, 9, 3), 4, (3, 3), 1, 'VALID'),   # two batch dimensions
+    ((4, 10, 12, 16), 16, (3, 3), 1, 'SAME'),
+    ((3, 7, 8, 5), 12, (3, 3), 1, 1),
+    ((4, 12, 11, 16), 16, (3, 3), 1, 'SAME'),   # odd width
     ((9, 9, 2), 4, (5, 5), 1, ((1, 2), (0, 1))),  # no batch dimension, 50 taps
     ((4, 12, 12, 5), 8, (3, 3), 2, 1),
 ]
@@ -59,12 +63,16 @@ def test_matches_flax_conv(shape, features, kernel, strides, padding):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()))
 
 
-def test_shift_path_is_taken_on_cpu():
-  # The HLO of a 1-channel 3x3 conv has no convolution op; a 5-channel one does.
-  for c_in, has_conv in ((1, False), (5, True)):
-    x = jnp.ones((2, 8, 8, c_in))
-    hlo = jax.jit(lambda x, k: conv.conv2d(x, k)).lower(x, jnp.ones((3, 3, c_in, 4))).as_text()
-    assert ('convolution' in hlo) == has_conv
+@pytest.mark.parametrize('c_in,width,c_out,path', [
+    (1, 8, 4, 'shift'), (5, 8, 4, 'pairs'), (16, 8, 16, 'pairs'), (16, 7, 16, 'xla'),
+    (16, 8, 32, 'xla'), (32, 8, 16, 'xla')])
+def test_cpu_path(c_in, width, c_out, path):
+  # Shifted multiply-adds have no convolution op; column pairs stride 2 along W.
+  x, kernel = jnp.ones((2, 8, width, c_in)), jnp.ones((3, 3, c_in, c_out))
+  hlo = jax.jit(lambda x, k: conv.conv2d(x, k)).lower(x, kernel).as_text()
+  taken = ('shift' if 'convolution' not in hlo else
+           'pairs' if 'stride = [1, 2]' in hlo else 'xla')
+  assert taken == path
 
 
 def test_bfloat16_compute():
