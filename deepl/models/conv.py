@@ -33,9 +33,10 @@ experiments/benchmarks.py on 2 cores:
   buffer for it and the kernel's gradient (XLA had computed it twice).
 
 With the first and the last, the MNIST CNN's train step (benchmarks.py:cnn)
-went from ~20 to ~34 steps/s; the column pairs made ResNet-20's
-(benchmarks.py:resnet20) 1.03-1.04x as fast (both steps built in one
-process, windows alternated, ahead in 8 of 10 and 9 of 12 rounds).
+went from ~20 to ~34 steps/s. The column pairs made ResNet-20's
+(benchmarks.py:resnet20) 1.03-1.05x as fast, the stride-2 input gradients
+1.044x more (both steps built in one process, windows alternated, ahead in
+8-9 of 10-12 rounds and in 10 of 12).
 
 GPUs and TPUs get `lax.conv_general_dilated` as flax calls it.
 """
