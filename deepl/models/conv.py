@@ -91,18 +91,23 @@ def _shift_conv_fwd(x, kernel, padding):
   return _shift_conv(x, kernel, padding), (x, kernel)
 
 
+def _kernel_grad(x, kernel, dy, strides, padding):
+  """XLA's own gradient of `_lax_conv` with respect to the kernel."""
+  return jax.vjp(lambda k: _lax_conv(x, k, strides, padding), kernel)[1](dy)[0]
+
+
 def _shift_conv_bwd(padding, residuals, dy):
   x, kernel = residuals
-  # XLA's gradients; the input's is not needed for a first layer (XLA drops it).
-  dx, dkernel = jax.vjp(lambda x, k: _lax_conv(x, k, (1, 1), padding), x, kernel)[1](dy)
+  # The input's gradient (not needed for a first layer: XLA then drops it).
+  dx, = jax.vjp(lambda x: _lax_conv(x, kernel, (1, 1), padding), x)[1](dy)
   kh, kw, c_in, c_out = kernel.shape
-  if c_in == 1:
-    # One matmul of the input's patches with dy: 1.9 ms against XLA's 2.1-2.4
-    # for MNIST's 1 -> 32 channels at 28x28. At CIFAR's 3 -> 16 at 32x32 it
-    # took 6.5-7.9 ms against XLA's 2.7-3.7.
-    patches = jnp.concatenate(_patches(x, kernel.shape, padding), axis=-1)
-    dkernel = (patches.reshape(-1, kh * kw).T @ dy.reshape(-1, c_out)).reshape(kernel.shape)
-  return dx, dkernel
+  if c_in > 1:
+    return dx, _kernel_grad(x, kernel, dy, (1, 1), padding)
+  # One matmul of the input's patches with dy: 1.9 ms against XLA's 2.1-2.4 for
+  # MNIST's 1 -> 32 channels at 28x28. At CIFAR's 3 -> 16 at 32x32 it took
+  # 6.5-7.9 ms against XLA's 2.7-3.7.
+  patches = jnp.concatenate(_patches(x, kernel.shape, padding), axis=-1)
+  return dx, (patches.reshape(-1, kh * kw).T @ dy.reshape(-1, c_out)).reshape(kernel.shape)
 
 
 _shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
@@ -134,8 +139,7 @@ def _column_pair_conv_bwd(residuals, dy):
   # The input's gradient: dy convolved with the flipped, in/out-swapped kernel
   # (autodiff would differentiate the strided form, ~9x slower here).
   dx = _paired_columns(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
-  dkernel, = jax.vjp(lambda k: _lax_conv(x, k, (1, 1), _SAME_3X3), kernel)[1](dy)
-  return dx, dkernel
+  return dx, _kernel_grad(x, kernel, dy, (1, 1), _SAME_3X3)
 
 
 _column_pair_conv.defvjp(_column_pair_conv_fwd, _column_pair_conv_bwd)
@@ -187,8 +191,8 @@ def _stride2_conv_fwd(x, kernel, padding):
 
 def _stride2_conv_bwd(padding, residuals, dy):
   x, kernel = residuals
-  dkernel, = jax.vjp(lambda k: _lax_conv(x, k, (2, 2), padding), kernel)[1](dy)
-  return _stride2_input_grad(dy, kernel, x.shape, padding), dkernel
+  return (_stride2_input_grad(dy, kernel, x.shape, padding),
+          _kernel_grad(x, kernel, dy, (2, 2), padding))
 
 
 _stride2_conv.defvjp(_stride2_conv_fwd, _stride2_conv_bwd)
@@ -203,14 +207,15 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
     padding = jax.lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
   padding = tuple(tuple(p) for p in padding)
   kh, kw, c_in, c_out = kernel.shape
-  if jax.default_backend() == 'cpu' and tuple(strides) == (1, 1):
-    if kh * kw * c_in <= _MAX_SHIFT_TAPS:
-      return _shift_conv(x, kernel, padding)
-    if ((kh, kw) == (3, 3) and padding == _SAME_3X3 and x.shape[2] % 2 == 0
-        and max(c_in, c_out) <= _MAX_PAIRED_CHANNELS):
-      return _column_pair_conv(x, kernel)
-  if (jax.default_backend() == 'cpu' and tuple(strides) == (2, 2)
-      and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0):
+  strides = tuple(strides)
+  if jax.default_backend() != 'cpu':
+    return _lax_conv(x, kernel, strides, padding)
+  if strides == (1, 1) and kh * kw * c_in <= _MAX_SHIFT_TAPS:
+    return _shift_conv(x, kernel, padding)
+  if (strides == (1, 1) and (kh, kw) == (3, 3) and padding == _SAME_3X3
+      and x.shape[2] % 2 == 0 and max(c_in, c_out) <= _MAX_PAIRED_CHANNELS):
+    return _column_pair_conv(x, kernel)
+  if strides == (2, 2) and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
     return _stride2_conv(x, kernel, padding)
   return _lax_conv(x, kernel, strides, padding)
 
