@@ -167,10 +167,11 @@ def restore_variables(directory: str, step: int | None = None):
   return _restore_newest(directory, restore, step)
 
 
-def restore_params(directory: str, step: int | None = None):
-  """(step, params) of checkpoint `step`, default the newest that reads (`restore_variables`)."""
-  step, variables = restore_variables(directory, step)
-  return step, variables['params']
+def restore_params(directory: str):
+  """(step, params) of the newest checkpoint that reads, its model state left unread."""
+  def restore(_, directory, step):
+    return read_state(os.path.join(directory, str(step), 'state'), keys=('params',))['params']
+  return _restore_newest(directory, restore)
 
 
 def _restore_newest(directory: str, restore, step: int | None = None):
