@@ -15,6 +15,8 @@ from deepl.errors import suggest
 from deepl.errors import UserError
 
 PARALLEL_MODES = ('jit', 'pmap')
+KERNELS = ('auto', 'xla', 'cpu')
+ATTENTIONS = ('auto', 'xla', 'cudnn')
 
 
 def default_config() -> config_dict.ConfigDict:
@@ -93,6 +95,14 @@ def default_config() -> config_dict.ConfigDict:
   c.checkpoint.best_mode = 'max'   # 'max' | 'min'
 
   c.parallel = 'jit'
+  # The model's layer set (deepl/kernels): 'xla', flax's stock layers; 'cpu',
+  # deepl's CPU speed paths (same variables and values); 'auto': 'cpu' where
+  # the run's devices are CPUs, else 'xla'. Resolved once when a run starts
+  # and written to its config.json.
+  c.kernels = 'auto'
+  # Transformers' attention: 'xla', or 'cudnn' (the fused flash kernel: GPUs,
+  # bfloat16/float16); 'auto': 'cudnn' on a GPU computing in half precision.
+  c.attention = 'auto'
   return c
 
 
@@ -183,6 +193,13 @@ def validate(config: config_dict.ConfigDict) -> None:
   if config.parallel not in PARALLEL_MODES:
     raise UserError(f"config.parallel='{config.parallel}' is unknown"
                     f"{suggest(config.parallel, PARALLEL_MODES)}; choose 'jit' or 'pmap'")
+  for key, choices in (('kernels', KERNELS), ('attention', ATTENTIONS)):
+    if config[key] not in choices:
+      raise UserError(f"config.{key}='{config[key]}' is unknown{suggest(config[key], choices)}; "
+                      f'choose one of {", ".join(choices)}')
+  if config.kernels == 'cpu' and config.attention == 'cudnn':
+    raise UserError("config.kernels='cpu' brings its own attention: set config.attention to "
+                    "'xla' or 'auto', or config.kernels to 'xla'")
   if config.checkpoint.best_mode not in ('max', 'min'):
     raise UserError("config.checkpoint.best_mode must be 'max' or 'min'")
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from deepl import checkpoint as checkpoint_lib
 from deepl import config as config_lib
+from deepl import kernels
 from deepl import parallel
 from deepl import train
 from deepl.errors import UserError
@@ -27,7 +28,8 @@ def evaluate_run(workdir: str, *, split: str | None = None,
   `split` defaults to the split `deepl train` evaluates on.
   """
   config = config_lib.load_run_config(workdir)
-  runner = parallel.make_runner(config.parallel)
+  kernels.resolve_config(config, again=True)  # this process's platform picks
+  runner = parallel.make_runner(config.parallel, kernels.compiler_options(config.kernels))
   setup = train.build(config, workdir)
   split = split or setup.dataset.eval_split
   if split not in setup.splits:

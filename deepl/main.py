@@ -25,8 +25,6 @@ from absl import logging
 from ml_collections import config_flags
 
 from deepl import config as config_lib
-from deepl import huge_pages
-from deepl import xla_cpu
 from deepl.errors import suggest
 from deepl.errors import UserError
 
@@ -203,9 +201,6 @@ def run(argv=None):
     fail(f'deepl {command} needs --workdir={READS_A_RUN[command]}')
   try:
     config_lib.validate(config)
-    # Before JAX starts: sample, evaluate and predict run the saved run's model.
-    run_config = config if command == 'train' else config_lib.load_run_config(workdir)
-    xla_cpu.configure([run_config.model.name])
     _use_compilation_cache(FLAGS.compilation_cache)
     if FLAGS.distributed or FLAGS.coordinator_address or FLAGS.num_processes:
       import jax  # pylint: disable=g-import-not-at-top
@@ -235,7 +230,6 @@ def run(argv=None):
 
 def program():
   """The `deepl` command itself (console script, `python -m deepl.main`)."""
-  huge_pages.restart()  # replaces the process: never from run(), which code may call
   run()
 
 

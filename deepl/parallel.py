@@ -2,7 +2,8 @@
 
 Both runners take the same pure step functions `f(state, batch, ...)` and the
 same host batches (this process's rows), so the train loop never branches on
-the mode. Checkpoints always hold the plain (unreplicated) state, so a run can
+the mode. `compiler_options` (XLA options the model's kernels ask for, see
+deepl.kernels) go to every `jax.jit`; `jax.pmap` takes none. Checkpoints always hold the plain (unreplicated) state, so a run can
 resume under the other mode or on another number of devices.
 """
 
@@ -41,7 +42,8 @@ class JitRunner:
 
   mode = 'jit'
 
-  def __init__(self):
+  def __init__(self, compiler_options=None):
+    self.compiler_options = dict(compiler_options or {})
     # Auto axes: XLA's partitioner propagates the batch sharding through the
     # step, so model and task code never mention shardings.
     self.mesh = jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
@@ -51,15 +53,17 @@ class JitRunner:
     self.sync_each_step = _on_cpu_with_many_devices()
 
   def init(self, init_fn, *args):
-    return jax.jit(init_fn, out_shardings=self.replicated)(*args)
+    return jax.jit(init_fn, out_shardings=self.replicated,
+                   compiler_options=self.compiler_options)(*args)
 
   def compile_train(self, step_fn):
     return jax.jit(step_fn, in_shardings=(self.replicated, self.batch_sharding),
-                   out_shardings=self.replicated, donate_argnums=0)
+                   out_shardings=self.replicated, donate_argnums=0,
+                   compiler_options=self.compiler_options)
 
   def compile_eval(self, eval_fn):
     return jax.jit(eval_fn, in_shardings=(self.replicated, self.batch_sharding),
-                   out_shardings=self.replicated)
+                   out_shardings=self.replicated, compiler_options=self.compiler_options)
 
   def put_batch(self, batch):
     return jax.tree.map(
@@ -86,7 +90,8 @@ class PmapRunner:
 
   mode = 'pmap'
 
-  def __init__(self):
+  def __init__(self, compiler_options=None):
+    del compiler_options  # jax.pmap takes none
     self.n = jax.local_device_count()
     self.sync_each_step = _on_cpu_with_many_devices()
     self._local = jax.local_devices()[0]
@@ -120,5 +125,5 @@ class PmapRunner:
     return jax.tree.map(lambda x: np.asarray(x[0]), tree)
 
 
-def make_runner(mode: str):
-  return {'jit': JitRunner, 'pmap': PmapRunner}[mode]()
+def make_runner(mode: str, compiler_options=None):
+  return {'jit': JitRunner, 'pmap': PmapRunner}[mode](compiler_options)

@@ -8,6 +8,7 @@ Sections: Workdir / Input, model, optimizer / State / Checkpoint / Update step
 the same params and metrics as one that was never stopped.
 """
 
+import copy
 import dataclasses
 import functools
 import json
@@ -29,6 +30,7 @@ from deepl import config as config_lib
 from deepl import data as data_lib
 from deepl import flops as flops_lib
 from deepl import init_from
+from deepl import kernels
 from deepl import metrics as metrics_lib
 from deepl import models
 from deepl import optim
@@ -81,6 +83,13 @@ def make_task(config, num_classes: int | None, tokenizer=None):
     model_kwargs.setdefault('dtype', jax.numpy.dtype(config.train.compute_dtype))
   if config.train.remat:
     model_kwargs.setdefault('remat', True)
+  # The layer set and attention as deepl.kernels resolves them for this process.
+  resolved = config.copy_and_resolve_references()
+  kernels.resolve_config(resolved)
+  if 'kernels' in fields:
+    model_kwargs.setdefault('kernels', resolved.kernels)
+  if 'attention_implementation' in fields:
+    model_kwargs.setdefault('attention_implementation', resolved.attention)
   task_cls = tasks.get(config.task)
   options = dict(augment=config.data.augment, mask_rate=config.train.mask_rate,
                  tokens_are_chars=tokenizer is not None and config.data.tokenizer == 'char')
@@ -282,6 +291,16 @@ def initial_state(setup: Setup, config, runner) -> TrainState:
   return runner.init(init_fn, jax.random.PRNGKey(config.seed), example)
 
 
+def _with_xla_attention(task):
+  """`task` whose model attends through XLA: a fused kernel (a custom call) counts 0 FLOPs
+  to XLA, while its matmuls are the XLA path's."""
+  if getattr(task.model, 'attention_implementation', None) in (None, 'xla'):
+    return task
+  counted = copy.copy(task)
+  counted.model = task.model.clone(attention_implementation='xla')
+  return counted
+
+
 class StepCost:
   """Tokens and FLOPs of one global train step, by the shape of its batch.
 
@@ -291,7 +310,8 @@ class StepCost:
   """
 
   def __init__(self, setup: Setup, config, runner, state):
-    self._fn = functools.partial(train_step, task=setup.init_task, tx=setup.tx)
+    self._fn = functools.partial(train_step, task=_with_xla_attention(setup.init_task),
+                                 tx=setup.tx)
     self._state = jax.eval_shape(runner.to_saveable, state)
     self._task = setup.task
     self._batch_size = config.train.batch_size
@@ -360,10 +380,11 @@ def _train_and_evaluate(config, workdir: str) -> dict:
 
   # --- Workdir ---------------------------------------------------------------
   check_before_data(config)
+  kernels.resolve_config(config)  # config.json records the layer set the run uses
   prepare_workdir(config, workdir)
 
   # --- Input, model, optimizer -----------------------------------------------
-  runner = parallel.make_runner(config.parallel)
+  runner = parallel.make_runner(config.parallel, kernels.compiler_options(config.kernels))
   batch_size = config.train.batch_size
   eval_batch_size = config.eval.batch_size or batch_size
   parallel.check_batch_size(batch_size, config.parallel)
@@ -415,7 +436,8 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   if primary:
     print(f'deepl: {config.model.name} ({num_params:,} params) on {config.data.name}, '
           f'{num_steps} steps of batch {batch_size}, {jax.device_count()} '
-          f'{jax.devices()[0].platform} device(s), parallel={config.parallel}', flush=True)
+          f'{jax.devices()[0].platform} device(s), parallel={config.parallel}, '
+          f'kernels={config.kernels}, attention={config.attention}', flush=True)
   writer = metrics_lib.MetricWriter(workdir, total_steps=num_steps, start_step=start_step,
                                     enabled=primary)
   window = loop_state['window']  # host numpy sums carried over a resume

@@ -87,8 +87,7 @@ def get_config(arg=None):
     c.task = 'causal_lm'
     c.model = config_dict.ConfigDict({
         'name': 'gpt', 'num_layers': 12, 'num_heads': 12, 'width': 768, 'max_len': 1024,
-        'dropout': 0.0, 'vocab_size': 50304,
-        'attention_implementation': config_dict.placeholder(str)})  # None: cuDNN on a GPU
+        'dropout': 0.0, 'vocab_size': 50304})
     c.data.name = 'tiny_shakespeare'
     c.data.tokenizer = 'char'
     c.data.context = 1024

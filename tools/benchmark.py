@@ -28,12 +28,6 @@ Bad input (a missing config, an unknown flag or key) is one `deepl: error:`
 line and exit code 2, as for `deepl train`.
 """
 
-from deepl import huge_pages
-
-# First, as `deepl` does: the restart re-runs this file, and the imports below take 1.5-4 s.
-if __name__ == '__main__':
-  huge_pages.restart()
-
 import dataclasses
 import functools
 import json
@@ -49,11 +43,11 @@ import numpy as np
 
 from deepl import config as config_lib
 from deepl import data as data_lib
+from deepl import kernels
 from deepl import main as cli
 from deepl import optim
 from deepl import parallel
 from deepl import train
-from deepl import xla_cpu
 from deepl.data import datasets
 from deepl.errors import UserError
 
@@ -172,9 +166,14 @@ class Harness:
   gives every figure. Side-by-side tools alternate windows of several.
   """
 
-  def __init__(self, config, *, vocab_size: int | None = None, warmup: int = 2):
-    self.config = config
-    self.runner = runner = parallel.make_runner(config.parallel)
+  def __init__(self, config, *, vocab_size: int | None = None, warmup: int = 2,
+               compiler_options: dict | None = None):
+    """compiler_options: XLA's options for the step; default the layer set's, as deepl train's."""
+    self.config = config = config.copy_and_resolve_references()
+    kernels.resolve_config(config)  # as deepl train does
+    if compiler_options is None:
+      compiler_options = kernels.compiler_options(config.kernels)
+    self.runner = runner = parallel.make_runner(config.parallel, compiler_options)
     batch_size = config.train.batch_size
     parallel.check_batch_size(batch_size, config.parallel)
     setup = synthetic_setup(config, vocab_size)
@@ -242,7 +241,8 @@ class Harness:
     return {
         'model': config.model.name, 'task': config.task, 'data': config.data.name,
         'batch_size': config.train.batch_size, 'num_params': int(self.num_params),
-        'dtype': dtype, 'parallel': config.parallel, 'platform': device.platform,
+        'dtype': dtype, 'parallel': config.parallel, 'kernels': config.kernels,
+        'attention': config.attention, 'platform': device.platform,
         'device_kind': device.device_kind, 'device_count': jax.device_count(),
         'compile_seconds': self.compile_seconds,
         'steps_per_sec': steps_per_sec, 'steps_per_sec_windows': list(rates),
@@ -269,7 +269,8 @@ def format_report(r: dict) -> str:
   g = lambda x: f'{x / 1e9:.2f}' if x else '?'
   lines = [
       f"{r['model']} on {r['data']} ({r['num_params']:,} params, {r['dtype']}), batch "
-      f"{r['batch_size']}, {r['device_count']} {r['device_kind']} device(s), parallel={r['parallel']}",
+      f"{r['batch_size']}, {r['device_count']} {r['device_kind']} device(s), parallel={r['parallel']}, "
+      f"kernels={r['kernels']}, attention={r['attention']}",
       f"  compile {r['compile_seconds']:.1f} s; {r['steps_per_sec']:.3f} steps/s (median of "
       f"{', '.join(f'{x:.3f}' for x in r['steps_per_sec_windows'])}), "
       f"{r['examples_per_sec']:.1f} examples/s" +
@@ -309,7 +310,6 @@ def parse_flags(argv, help_modules=None):
 
 def run(argv=None):
   config = parse_flags(sys.argv if argv is None else argv)
-  xla_cpu.configure([config.model.name])  # as deepl train does
   logging.set_verbosity(logging.WARNING)
   try:
     result = benchmark(config, steps=FLAGS.steps, windows=FLAGS.windows, warmup=FLAGS.warmup,
