@@ -29,7 +29,9 @@ def evaluate_run(workdir: str, *, split: str | None = None,
   """
   config = config_lib.load_run_config(workdir)
   kernels.resolve_config(config, again=True)  # this process's platform picks
-  runner = parallel.make_runner(config.parallel, kernels.compiler_options(config.kernels))
+  # Whatever mesh trained it, the run is read onto this process's devices, data parallel.
+  runner = parallel.make_runner(config.parallel, kernels.compiler_options(config.kernels),
+                                model=config.model.name)
   setup = train.build(config, workdir)
   split = split or setup.dataset.eval_split
   if split not in setup.splits:

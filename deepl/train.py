@@ -384,11 +384,12 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   prepare_workdir(config, workdir)
 
   # --- Input, model, optimizer -----------------------------------------------
-  runner = parallel.make_runner(config.parallel, kernels.compiler_options(config.kernels))
+  runner = parallel.make_runner(config.parallel, kernels.compiler_options(config.kernels),
+                                config.mesh, config.mesh.rules, model=config.model.name)
   batch_size = config.train.batch_size
   eval_batch_size = config.eval.batch_size or batch_size
-  parallel.check_batch_size(batch_size, config.parallel)
-  parallel.check_batch_size(eval_batch_size, config.parallel, 'eval.batch_size')
+  runner.check_batch(batch_size)
+  runner.check_batch(eval_batch_size, 'eval.batch_size')
   setup = build(config, workdir)
   dataset, splits, task = setup.dataset, setup.splits, setup.task
   where = dict(process_index=jax.process_index(), process_count=jax.process_count())
@@ -434,10 +435,14 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   # --- Loop ------------------------------------------------------------------
   num_steps = config.train.num_steps
   if primary:
+    mesh = getattr(runner, 'mesh', None)
+    layout = f' (mesh {", ".join(f"{k}={v}" for k, v in mesh.shape.items())})' if mesh else ''
     print(f'deepl: {config.model.name} ({num_params:,} params) on {config.data.name}, '
           f'{num_steps} steps of batch {batch_size}, {jax.device_count()} '
-          f'{jax.devices()[0].platform} device(s), parallel={config.parallel}, '
+          f'{jax.devices()[0].platform} device(s), parallel={config.parallel}{layout}, '
           f'kernels={config.kernels}, attention={config.attention}', flush=True)
+    for note in getattr(runner, 'notes', ()):
+      print(f'deepl: note: {note}', flush=True)
   writer = metrics_lib.MetricWriter(workdir, total_steps=num_steps, start_step=start_step,
                                     enabled=primary)
   window = loop_state['window']  # host numpy sums carried over a resume

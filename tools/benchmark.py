@@ -47,6 +47,7 @@ from deepl import kernels
 from deepl import main as cli
 from deepl import optim
 from deepl import parallel
+from deepl import sharding
 from deepl import train
 from deepl.data import datasets
 from deepl.errors import UserError
@@ -57,6 +58,8 @@ flags.DEFINE_integer('warmup', 2, 'Untimed steps after compiling.')
 flags.DEFINE_integer('vocab_size', None, 'Text models: token ids to draw from '
                      '(default: the config\'s, else 65 for char, 16384 for word).')
 flags.DEFINE_string('json', None, 'Also write the figures here.')
+flags.DEFINE_bool('state_only', False, 'Only create the sharded train state and report its '
+                  'memory (state_bytes, state_bytes_per_device); compile no step.')
 FLAGS = flags.FLAGS
 
 DEFAULT_VOCAB = {'char': 65, 'word': 16384}
@@ -173,9 +176,10 @@ class Harness:
     kernels.resolve_config(config)  # as deepl train does
     if compiler_options is None:
       compiler_options = kernels.compiler_options(config.kernels)
-    self.runner = runner = parallel.make_runner(config.parallel, compiler_options)
+    self.runner = runner = parallel.make_runner(config.parallel, compiler_options, config.mesh,
+                                                config.mesh.rules, model=config.model.name)
     batch_size = config.train.batch_size
-    parallel.check_batch_size(batch_size, config.parallel)
+    runner.check_batch(batch_size)
     setup = synthetic_setup(config, vocab_size)
     self.state = train.initial_state(setup, config, runner)
     source = setup.splits[setup.dataset.train_split]
@@ -225,6 +229,9 @@ class Harness:
       stats = {}
     if 'peak_bytes_in_use' in stats:
       out['device_peak_bytes_in_use'] = int(stats['peak_bytes_in_use'])
+    # The train state: all of it, and the most any one device holds of it.
+    out['state_bytes'] = sum(x.nbytes for x in jax.tree.leaves(self.state))
+    out['state_bytes_per_device'] = sharding.state_bytes_per_device(self.state)
     # Linux reports kilobytes.
     out['host_max_rss_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return out
@@ -242,6 +249,7 @@ class Harness:
         'model': config.model.name, 'task': config.task, 'data': config.data.name,
         'batch_size': config.train.batch_size, 'num_params': int(self.num_params),
         'dtype': dtype, 'parallel': config.parallel, 'kernels': config.kernels,
+        'mesh': dict(getattr(self.runner, 'mesh', None).shape) if config.parallel == 'jit' else None,
         'attention': config.attention, 'platform': device.platform,
         'device_kind': device.device_kind, 'device_count': jax.device_count(),
         'compile_seconds': self.compile_seconds,
@@ -256,6 +264,24 @@ class Harness:
         'mfu': flops_per_sec / peak if peak else None,
         **self.memory(),
     }
+
+
+def state_memory(config, *, vocab_size: int | None = None) -> dict:
+  """The train state's bytes, all and per device, created sharded as `deepl train` creates it.
+
+  No step is compiled: for models whose steps would take minutes here.
+  """
+  config = config.copy_and_resolve_references()
+  kernels.resolve_config(config)
+  runner = parallel.make_runner(config.parallel, kernels.compiler_options(config.kernels),
+                                config.mesh, config.mesh.rules, model=config.model.name)
+  state = train.initial_state(synthetic_setup(config, vocab_size), config, runner)
+  return {'model': config.model.name, 'num_params': int(sum(x.size for x in jax.tree.leaves(
+              runner.to_saveable(state).params))),
+          'mesh': dict(runner.mesh.shape) if config.parallel == 'jit' else None,
+          'device_count': jax.device_count(),
+          'state_bytes': sum(x.nbytes for x in jax.tree.leaves(state)),
+          'state_bytes_per_device': sharding.state_bytes_per_device(state)}
 
 
 def benchmark(config, *, steps: int = 20, windows: int = 3, warmup: int = 2,
@@ -312,11 +338,19 @@ def run(argv=None):
   config = parse_flags(sys.argv if argv is None else argv)
   logging.set_verbosity(logging.WARNING)
   try:
-    result = benchmark(config, steps=FLAGS.steps, windows=FLAGS.windows, warmup=FLAGS.warmup,
-                       vocab_size=FLAGS.vocab_size)
+    if FLAGS.state_only:
+      result = state_memory(config, vocab_size=FLAGS.vocab_size)
+    else:
+      result = benchmark(config, steps=FLAGS.steps, windows=FLAGS.windows, warmup=FLAGS.warmup,
+                         vocab_size=FLAGS.vocab_size)
   except UserError as err:
     cli.fail(str(err))
-  print(format_report(result), flush=True)
+  if FLAGS.state_only:
+    print(f"{result['model']} ({result['num_params']:,} params) on {result['mesh']}: state "
+          f"{result['state_bytes'] / 2**20:.1f} MiB, at most {result['state_bytes_per_device'] / 2**20:.1f} "
+          'MiB on one device', flush=True)
+  else:
+    print(format_report(result), flush=True)
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump(result, f, indent=2)

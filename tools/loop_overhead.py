@@ -53,7 +53,8 @@ def loop_steps_per_sec(config) -> float:
 
 def bare_steps_per_sec(config, steps: int) -> float:
   kernels.resolve_config(config)  # as deepl train does
-  runner = parallel.make_runner(config.parallel, kernels.compiler_options(config.kernels))
+  runner = parallel.make_runner(config.parallel, kernels.compiler_options(config.kernels),
+                                config.mesh, config.mesh.rules, model=config.model.name)
   with tempfile.TemporaryDirectory() as workdir:
     setup = train.build(config, workdir)
   state = train.initial_state(setup, config, runner)

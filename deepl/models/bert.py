@@ -115,10 +115,10 @@ class BertEncoder(EncoderFields):
                                       param_dtype=self.param_dtype)
     # Own position table rather than Embedder's: a [MASK]ed position keeps its
     # position but loses its token, so the two are summed here.
-    self.position_embed = self.param('position_embed', _INIT,
+    self.position_embed = self.param('position_embed', layers.axes(_INIT, 'position', 'embed'),
                                      (self.max_len, self.width), self.param_dtype)
-    self.cls = self.param('cls', _INIT, (self.width,), self.param_dtype)
-    self.mask = self.param('mask', _INIT, (self.width,), self.param_dtype)
+    self.cls = self.param('cls', layers.axes(_INIT, 'embed'), (self.width,), self.param_dtype)
+    self.mask = self.param('mask', layers.axes(_INIT, 'embed'), (self.width,), self.param_dtype)
     self.drop = nn.Dropout(self.dropout)
     residual_init = nn.initializers.normal(
         0.02 / math.sqrt(2 * self.num_layers))
@@ -129,7 +129,7 @@ class BertEncoder(EncoderFields):
             param_dtype=self.param_dtype, residual_init=residual_init,
             implementation=self.attention_implementation, kernels=self.kernels)
         for _ in range(self.num_layers)]
-    self.ln_f = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype)
+    self.ln_f = layers.layer_norm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype)
 
   def __call__(self, tokens, lengths=None, *, train: bool, masked=None):
     """Encodes int tokens (b, L) with valid prefixes `lengths` (b,).
@@ -181,10 +181,12 @@ _ENCODER_FIELDS = tuple(f.name for f in dataclasses.fields(EncoderFields)
                         if f.name not in ('parent', 'name'))
 
 
-def _dense(model, features: int, name: str) -> nn.Module:
-  """A head's Dense layer, in the model's dtypes and layer set."""
-  return layers.get(model.kernels).Dense(features, kernel_init=_INIT, dtype=model.dtype,
-                                         param_dtype=model.param_dtype, name=name)
+def _dense(model, features: int, name: str, out_axis: str = 'mlp') -> nn.Module:
+  """A head's Dense layer from the width to `out_axis`, in the model's dtypes and layer set."""
+  return layers.get(model.kernels).Dense(
+      features, kernel_init=layers.axes(_INIT, 'embed', out_axis),
+      bias_init=layers.axes(nn.initializers.zeros, out_axis), dtype=model.dtype,
+      param_dtype=model.param_dtype, name=name)
 
 
 def _encoder(model) -> BertEncoder:
@@ -215,9 +217,10 @@ class BertMLM(EncoderFields):
     if positions is not None:
       x = jnp.take_along_axis(x, positions[..., None], axis=1)
     x = _dense(self, self.width, 'mlm_dense')(x)
-    x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
-                     name='mlm_ln')(transformer.gelu(x))
-    bias = self.param('mlm_bias', nn.initializers.zeros, (self.vocab_size,), self.param_dtype)
+    x = layers.layer_norm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
+                          name='mlm_ln')(transformer.gelu(x))
+    bias = self.param('mlm_bias', layers.axes(nn.initializers.zeros, 'vocab'),
+                      (self.vocab_size,), self.param_dtype)
     return encoder.logits(x) + bias
 
 
@@ -252,7 +255,7 @@ class BertClassifier(EncoderFields):
       x = (jnp.where(valid[..., None], x, 0.0).sum(axis=1) / count).astype(self.dtype)
     x = jnp.tanh(_dense(self, self.width, 'pooler')(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = _dense(self, self.num_classes, 'classifier')(x)
+    x = _dense(self, self.num_classes, 'classifier', 'classes')(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32)
 
@@ -272,5 +275,5 @@ class BertTokenClassifier(EncoderFields):
     """float32 logits (b, L, num_classes); padded positions are meaningless."""
     x = _encoder(self)(tokens, lengths, train=train)[:, 1:]
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = _dense(self, self.num_classes, 'token_classifier')(x)
+    x = _dense(self, self.num_classes, 'token_classifier', 'classes')(x)
     return x.astype(jnp.float32)

@@ -46,20 +46,27 @@ class CNN(nn.Module):
     checks.expect(x, 'CNN', 'images [..., height, width, channels]', min_ndim=3,
                   kind='floating')
     ops = layers.get(self.kernels)
-    conv = functools.partial(ops.Conv, kernel_size=(3, 3), dtype=self.dtype,
-                             param_dtype=self.param_dtype)
-    dense = functools.partial(ops.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
-    x = conv(32)(x)
-    x = nn.relu(x)
+    conv = functools.partial(
+        ops.Conv, kernel_size=(3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=layers.axes(nn.initializers.lecun_normal(), None, None, 'conv_in', 'conv_out'),
+        bias_init=layers.axes(nn.initializers.zeros, 'conv_out'))
+    dense = lambda features, axes: ops.Dense(
+        features, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=layers.axes(nn.initializers.lecun_normal(), *axes),
+        bias_init=layers.axes(nn.initializers.zeros, axes[1]))
+    # Activations split by examples only (FSDP gathers the weights to them).
+    images = lambda x: layers.constrain(x, 'batch', None, None, None)
+    x = conv(32)(images(x))
+    x = nn.relu(images(x))
     x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
     x = conv(64)(x)
-    x = nn.relu(x)
+    x = nn.relu(images(x))
     x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
     # Flatten only the trailing H, W, C so the model also runs on a single
     # unbatched image (e.g. under jax.vmap for per-example gradients).
     x = x.reshape(x.shape[:-3] + (-1,))
-    x = dense(256)(x)
+    x = dense(256, ('embed', 'mlp'))(x)
     x = nn.relu(x)
-    x = dense(self.num_classes)(x)
+    x = dense(self.num_classes, ('mlp', 'classes'))(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32)

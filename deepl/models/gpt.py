@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from deepl.models import checks
+from deepl.models import layers
 from deepl.models import transformer
 
 POSITIONS = ('learned', 'rotary')
@@ -106,8 +107,8 @@ class GPT(nn.Module):
             residual_init=residual_init, implementation=self.attention_implementation,
             kernels=self.kernels)
         for _ in range(self.num_layers)]
-    self.ln_f = nn.LayerNorm(epsilon=1e-5, use_bias=self.use_bias,
-                             dtype=self.dtype, param_dtype=self.param_dtype)
+    self.ln_f = layers.layer_norm(epsilon=1e-5, use_bias=self.use_bias,
+                                  dtype=self.dtype, param_dtype=self.param_dtype)
 
   def __call__(self, tokens, *, train: bool):
     """Maps int tokens (b, T) to float32 logits (b, T, vocab_size).

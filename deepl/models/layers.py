@@ -12,6 +12,15 @@ variables and values: `deepl.kernels.cpu` registers 'cpu' (deepl's models
 package imports it, so `kernels='cpu'` always resolves). Nothing here looks
 at the host: the choice is the field, made explicitly by the caller (deepl's
 command line resolves `config.kernels='auto'` from the platform a run uses).
+
+Sharding is metadata. Every parameter's initialiser goes through `axes`,
+which names its dimensions with logical axes ('embed', 'mlp', 'heads',
+'vocab', 'conv_out', ...), and activations go through `constrain`. Both act
+only inside flax's `nn.logical_axis_rules(...)` (deepl's sharded runs set it,
+deepl/sharding.py): there `init` returns `nn.LogicallyPartitioned` boxes and
+activations get sharding constraints. Outside it, which is how anyone who
+ignores sharding calls a model, `init` returns plain arrays and no constraint
+is traced.
 """
 
 import dataclasses
@@ -49,6 +58,29 @@ class LayerSet:
   recurrence: Callable[..., Any] | None = None
   project_embedding_table: bool = False
   forward_mode_ad: bool = True
+
+
+def axes(init: Callable[..., jax.Array], *names: str | None) -> Callable[..., Any]:
+  """`init`, whose arrays carry the logical axis `names` under flax's logical axis rules."""
+  partitioned = nn.with_logical_partitioning(init, names)
+
+  def init_fn(*args, **kwargs):
+    return partitioned(*args, **kwargs) if nn.get_logical_axis_rules() else init(*args, **kwargs)
+
+  return init_fn
+
+
+def layer_norm(**kwargs) -> nn.LayerNorm:
+  """nn.LayerNorm with its scale and bias named 'norm'."""
+  return nn.LayerNorm(scale_init=axes(nn.initializers.ones, 'norm'),
+                      bias_init=axes(nn.initializers.zeros, 'norm'), **kwargs)
+
+
+def constrain(x: jax.Array, *names: str | None) -> jax.Array:
+  """x, constrained to the sharding of logical axes `names` under flax's logical axis rules."""
+  if not nn.get_logical_axis_rules():
+    return x
+  return nn.with_logical_constraint(x, names)
 
 
 STOCK = LayerSet()

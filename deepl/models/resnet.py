@@ -46,10 +46,16 @@ from deepl.models import layers
 # He et al. 2015 ("Delving deep into rectifiers"): keeps activation variance
 # constant through ReLU layers. Fan-out as in torchvision's ResNets.
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+CONV_AXES = (None, None, 'conv_in', 'conv_out')
 
 
 def _last_scale_init(zero: bool):
-  return nn.initializers.zeros if zero else nn.initializers.ones
+  return layers.axes(nn.initializers.zeros if zero else nn.initializers.ones, 'norm')
+
+
+def _images(x):
+  """Activations split by examples only (FSDP gathers the weights to them)."""
+  return layers.constrain(x, 'batch', None, None, None)
 
 
 def _shortcut(block, x, width, strides):
@@ -75,6 +81,7 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     s = (self.strides, self.strides)
+    x = _images(x)
     y = self.conv(self.width, (3, 3), s, padding=1, name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
     y = self.conv(self.width, (3, 3), padding=1, name='conv2')(y)
@@ -94,6 +101,7 @@ class BottleneckBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     s = (self.strides, self.strides)
+    x = _images(x)
     y = self.conv(self.width, (1, 1), name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
     y = self.conv(self.width, (3, 3), s, padding=1, name='conv2')(y)
@@ -152,11 +160,15 @@ class ResNet(nn.Module):
           f'{tuple(self.stage_sizes)}, widths={tuple(self.widths)}')
 
     ops = layers.get(self.kernels)
-    conv = functools.partial(ops.Conv, use_bias=False, kernel_init=conv_init,
+    conv = functools.partial(ops.Conv, use_bias=False,
+                             kernel_init=layers.axes(conv_init, *CONV_AXES),
                              dtype=self.dtype, param_dtype=self.param_dtype)
     norm = functools.partial(ops.BatchNorm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                             param_dtype=self.param_dtype, axis_name=self.bn_axis_name)
+                             param_dtype=self.param_dtype, axis_name=self.bn_axis_name,
+                             scale_init=_last_scale_init(False),
+                             bias_init=layers.axes(nn.initializers.zeros, 'norm'))
+    x = _images(x)
 
     if self.stem == 'imagenet':
       x = conv(self.widths[0], (7, 7), (2, 2), padding=3, name='stem_conv')(x)
@@ -177,7 +189,8 @@ class ResNet(nn.Module):
 
     x = jnp.mean(x, axis=(-3, -2))  # global average pool over H, W
     x = ops.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                  name='head')(x)
+                  kernel_init=layers.axes(nn.initializers.lecun_normal(), 'embed', 'classes'),
+                  bias_init=layers.axes(nn.initializers.zeros, 'classes'), name='head')(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32)
 

@@ -261,11 +261,13 @@ class Recurrence(nn.Module):
     batch, steps = x.ids.shape if tokens else x.shape[:2]
     features = (x.table if tokens else x).shape[-1]
     h, g = self.hidden_dim, GATES[self.cell]
-    param = lambda name, init, shape: self.param(name, init, shape, self.param_dtype)
-    w_x = param('input_kernel', nn.initializers.lecun_normal(), (features, g * h))
-    b_x = param('input_bias', _input_bias_init(self.cell, h), (g * h,))
-    w_h = param('hidden_kernel', _blockwise_orthogonal(g), (h, g * h))
-    b_h = param('hidden_bias', nn.initializers.zeros, (g * h,)) if self.cell == 'gru' else None
+    param = lambda name, init, shape, *names: self.param(name, layers.axes(init, *names), shape,
+                                                         self.param_dtype)
+    w_x = param('input_kernel', nn.initializers.lecun_normal(), (features, g * h), 'embed', 'gates')
+    b_x = param('input_bias', _input_bias_init(self.cell, h), (g * h,), 'gates')
+    w_h = param('hidden_kernel', _blockwise_orthogonal(g), (h, g * h), 'hidden', 'gates')
+    b_h = (param('hidden_bias', nn.initializers.zeros, (g * h,), 'gates')
+           if self.cell == 'gru' else None)
     if carry is None:
       carry = initial_carry(self.cell, batch, h)
 
@@ -331,6 +333,20 @@ class RNNStack(nn.Module):
 # ----------------------------------------------------------------- models
 
 
+def _embedding(model, **kwargs) -> nn.Module:
+  return embed.Embed(model.vocab_size, model.embed_dim, dtype=model.dtype,
+                     param_dtype=model.param_dtype,
+                     embedding_init=layers.axes(nn.linear.default_embed_init, 'vocab', 'embed'),
+                     **kwargs)
+
+
+def _head(model, features: int, out_axis: str, **kwargs) -> nn.Module:
+  return layers.get(model.kernels).Dense(
+      features, dtype=model.dtype, param_dtype=model.param_dtype,
+      kernel_init=layers.axes(nn.initializers.lecun_normal(), 'embed', out_axis),
+      bias_init=layers.axes(nn.initializers.zeros, out_axis), **kwargs)
+
+
 def _check_tokens(model: str, tokens, lengths=None):
   checks.expect(tokens, model, 'tokens (batch, length)', ndim=2, kind='integer')
   if lengths is not None:
@@ -383,8 +399,7 @@ class RNNClassifier(nn.Module):
       raise ValueError(f'RNNClassifier pool must be one of {POOLS}, '
                        f'got {self.pool!r}')
     drop = functools.partial(nn.Dropout, self.dropout, deterministic=not train)
-    x = embed.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name='embed')(tokens)
+    x = _embedding(self, name='embed')(tokens)
     x = drop()(x)
     outputs, carries = RNNStack(
         self.cell, self.hidden_dim, self.num_layers, self.bidirectional,
@@ -399,8 +414,7 @@ class RNNClassifier(nn.Module):
       count = jnp.maximum(lengths, 1)[:, None].astype(jnp.float32)
       x = outputs.astype(jnp.float32).sum(axis=1) / count
     x = drop()(x)
-    x = layers.get(self.kernels).Dense(self.num_classes, dtype=self.dtype,
-                                       param_dtype=self.param_dtype, name='head')(x)
+    x = _head(self, self.num_classes, 'classes', name='head')(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32)
 
@@ -436,14 +450,12 @@ class RNNLM(nn.Module):
   def setup(self):
     # setup() rather than compact: __call__ and decode share these.
     _check_cell(self.cell)
-    self.embed = embed.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype,
-                             param_dtype=self.param_dtype)
+    self.embed = _embedding(self)
     self.rnn = RNNStack(self.cell, self.hidden_dim, self.num_layers,
                         dropout=self.dropout, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernels=self.kernels)
     self.drop = nn.Dropout(self.dropout)
-    self.head = layers.get(self.kernels).Dense(self.vocab_size, dtype=self.dtype,
-                                               param_dtype=self.param_dtype)
+    self.head = _head(self, self.vocab_size, 'vocab')
 
   def __call__(self, tokens, *, train: bool, lengths=None):
     """Maps int tokens (b, T) to float32 logits (b, T, vocab_size).

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from deepl.models import checks
 from deepl.models import embed
+from deepl.models import layers
 from deepl.models import transformer
 
 
@@ -87,9 +88,9 @@ class EncoderDecoder(nn.Module):
     self.embed = transformer.Embedder(self.vocab_size, self.width, max_len=0,
                                       tie=self.tie_embeddings, dtype=self.dtype,
                                       param_dtype=self.param_dtype, kernels=self.kernels)
-    position = lambda: embed.Embed(self.max_len, self.width, dtype=self.dtype,
-                                   param_dtype=self.param_dtype,
-                                   embedding_init=transformer.DEFAULT_INIT)
+    position = lambda: embed.Embed(
+        self.max_len, self.width, dtype=self.dtype, param_dtype=self.param_dtype,
+        embedding_init=layers.axes(transformer.DEFAULT_INIT, 'position', 'embed'))
     self.source_positions = position()
     self.target_positions = position()
     self.drop = nn.Dropout(self.dropout)
@@ -102,8 +103,8 @@ class EncoderDecoder(nn.Module):
         implementation=self.attention_implementation, kernels=self.kernels)
     self.encoder_blocks = [block(False) for _ in range(self.num_layers)]
     self.decoder_blocks = [block(True) for _ in range(self.num_layers)]
-    layer_norm = lambda: nn.LayerNorm(epsilon=1e-5, use_bias=self.use_bias,
-                                      dtype=self.dtype, param_dtype=self.param_dtype)
+    layer_norm = lambda: layers.layer_norm(epsilon=1e-5, use_bias=self.use_bias,
+                                           dtype=self.dtype, param_dtype=self.param_dtype)
     self.encoder_norm = layer_norm()
     self.decoder_norm = layer_norm()
 

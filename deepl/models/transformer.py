@@ -227,8 +227,11 @@ class MultiHeadAttention(nn.Module):
                                       param_dtype=self.param_dtype)
 
     def project(name, inputs):
-      return dense_general((self.num_heads, head_dim), kernel_init=self.kernel_init,
-                           name=name)(inputs)
+      y = dense_general((self.num_heads, head_dim),
+                        kernel_init=layers.axes(self.kernel_init, 'embed', 'heads', 'kv'),
+                        bias_init=layers.axes(nn.initializers.zeros, 'heads', 'kv'),
+                        name=name)(inputs)
+      return layers.constrain(y, 'batch', 'length', 'act_heads', 'act_kv')
 
     q = project('query', x)           # (b, T, h, d)
     k = project('key', context)       # (b, S, h, d)
@@ -258,7 +261,8 @@ class MultiHeadAttention(nn.Module):
     y = dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
                               implementation=self.implementation, kernels=self.kernels)
     out = dense_general(self.out_features or width, axis=(-2, -1),
-                        kernel_init=self.out_kernel_init, name='out')(y)
+                        kernel_init=layers.axes(self.out_kernel_init, 'heads', 'kv', 'embed'),
+                        bias_init=layers.axes(nn.initializers.zeros, 'embed'), name='out')(y)
     return out if cache is None else (out, cache)
 
 
@@ -349,7 +353,8 @@ class Block(nn.Module):
       raise ValueError('pass `context` exactly when cross_attention=True')
     if cache is not None and not self.causal:
       raise ValueError('incremental decoding needs a causal block')
-    layer_norm = lambda name: nn.LayerNorm(
+    x = layers.constrain(x, 'batch', 'length', 'act_embed')
+    layer_norm = lambda name: layers.layer_norm(
         epsilon=self.layer_norm_epsilon, use_bias=self.use_bias,
         dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     drop = nn.Dropout(self.dropout, deterministic=not train)
@@ -375,10 +380,13 @@ class Block(nn.Module):
 
     width = x.shape[-1]
     y = layer_norm('ln_mlp')(x)
-    y = dense(self.mlp_dim, kernel_init=self.kernel_init, name='mlp_in')(y)
+    y = dense(self.mlp_dim, kernel_init=layers.axes(self.kernel_init, 'embed', 'mlp'),
+              bias_init=layers.axes(nn.initializers.zeros, 'mlp'), name='mlp_in')(y)
+    y = layers.constrain(y, 'batch', 'length', 'act_mlp')
     # Exact erf GELU, PyTorch's nn.GELU() default that nanoGPT and ViT use.
     y = gelu(y)
-    y = dense(width, kernel_init=self.residual_init, name='mlp_out')(y)
+    y = dense(width, kernel_init=layers.axes(self.residual_init, 'mlp', 'embed'),
+              bias_init=layers.axes(nn.initializers.zeros, 'embed'), name='mlp_out')(y)
     x = x + drop(y)
     return x if cache is None else (x, cache)
 
@@ -413,14 +421,16 @@ class Embedder(nn.Module):
 
   def setup(self):
     table = functools.partial(embed.Embed, features=self.width, dtype=self.dtype,
-                              param_dtype=self.param_dtype, embedding_init=self.embedding_init)
-    self.token_embed = table(self.vocab_size)
+                              param_dtype=self.param_dtype)
+    self.token_embed = table(self.vocab_size,
+                             embedding_init=layers.axes(self.embedding_init, 'vocab', 'embed'))
     if self.max_len:
-      self.position_embed = table(self.max_len)
+      self.position_embed = table(
+          self.max_len, embedding_init=layers.axes(self.embedding_init, 'position', 'embed'))
     if not self.tie:
       self.head = layers.get(self.kernels).Dense(
           self.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-          kernel_init=self.embedding_init)
+          kernel_init=layers.axes(self.embedding_init, 'embed', 'vocab'))
 
   def __call__(self, tokens, positions=None):
     """int tokens (b, T) -> (b, T, W); positions (T,) or (b, T), default 0..T-1.
@@ -439,4 +449,4 @@ class Embedder(nn.Module):
     """(b, T, W) -> float32 logits (b, T, V)."""
     logits = self.token_embed.attend(x) if self.tie else self.head(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
-    return logits.astype(jnp.float32)
+    return layers.constrain(logits.astype(jnp.float32), 'batch', 'length', 'act_vocab')

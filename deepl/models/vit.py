@@ -86,13 +86,17 @@ class ViT(nn.Module):
 
     ops = layers.get(self.kernels)
     x = ops.Conv(self.width, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype,
-                 param_dtype=self.param_dtype, name='patch_embed')(x)
+                 param_dtype=self.param_dtype,
+                 kernel_init=layers.axes(nn.initializers.lecun_normal(), None, None, None, 'embed'),
+                 bias_init=layers.axes(nn.initializers.zeros, 'embed'), name='patch_embed')(x)
     x = x.reshape(x.shape[0], -1, self.width)             # (b, patches, W)
     if self.pool == 'cls':
-      cls = self.param('cls', nn.initializers.zeros, (1, 1, self.width), self.param_dtype)
+      cls = self.param('cls', layers.axes(nn.initializers.zeros, None, None, 'embed'),
+                       (1, 1, self.width), self.param_dtype)
       cls = jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, self.width))
       x = jnp.concatenate([cls, x], axis=1)
-    positions = self.param('pos_embedding', nn.initializers.normal(0.02),
+    positions = self.param('pos_embedding',
+                           layers.axes(nn.initializers.normal(0.02), None, 'position', 'embed'),
                            (1,) + x.shape[1:], self.param_dtype)
     x = x + positions.astype(x.dtype)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -106,11 +110,12 @@ class ViT(nn.Module):
           implementation=self.attention_implementation, kernels=self.kernels,
           name=f'block{i}')
       x = transformer.run_block(block, x, remat=self.remat, train=train)
-    x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
-                     name='ln_f')(x)
+    x = layers.layer_norm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
+                          name='ln_f')(x)
 
     x = x[:, 0] if self.pool == 'cls' else x.mean(axis=1)
-    x = ops.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
+    x = ops.Dense(self.num_classes, kernel_init=layers.axes(nn.initializers.zeros, 'embed', 'classes'),
+                  bias_init=layers.axes(nn.initializers.zeros, 'classes'), dtype=self.dtype,
                   param_dtype=self.param_dtype, name='head')(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32).reshape(lead + (self.num_classes,))
