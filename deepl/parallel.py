@@ -20,6 +20,11 @@ PMAP_AXIS = 'batch'  # the pmap axis name collectives use
 
 
 def check_batch_size(global_batch: int, mode: str, what: str = 'train.batch_size') -> None:
+  """UserError unless the global batch splits evenly over the processes and devices.
+
+  The one check of a config that needs the devices: deepl.config.validate
+  runs before JAX starts, this once the mesh is made (make_runner).
+  """
   devices = jax.device_count() if mode == 'jit' else jax.local_device_count() * jax.process_count()
   if global_batch % jax.process_count():
     raise UserError(f'config.{what}={global_batch} is not divisible by the '
@@ -36,7 +41,21 @@ def _on_cpu_with_many_devices() -> bool:
   return jax.devices()[0].platform == 'cpu' and jax.local_device_count() > 1
 
 
-class JitRunner:
+class _Runner:
+
+  sync_each_step = False
+
+  def throttle(self, previous, current) -> None:
+    """Keeps at most one step queued behind the running one.
+
+    The host still overlaps the next batch with compute, but a SIGTERM is
+    answered within a step or two instead of after every queued step has run.
+    `previous`, `current`: the outputs of the step before and of this one.
+    """
+    jax.block_until_ready(current if self.sync_each_step else previous)
+
+
+class JitRunner(_Runner):
   """The batch is sharded over a 'data' mesh axis; the state is replicated."""
 
   mode = 'jit'
@@ -81,7 +100,7 @@ class JitRunner:
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
-class PmapRunner:
+class PmapRunner(_Runner):
   """`jax.pmap` over this process's devices; the state has a leading device axis."""
 
   mode = 'pmap'
@@ -120,5 +139,9 @@ class PmapRunner:
     return jax.tree.map(lambda x: np.asarray(x[0]), tree)
 
 
-def make_runner(mode: str):
-  return {'jit': JitRunner, 'pmap': PmapRunner}[mode]()
+def make_runner(config):
+  """The runner of config.parallel ('jit' or 'pmap'), once the config's batches fit its devices."""
+  check_batch_size(config.train.batch_size, config.parallel)
+  check_batch_size(config.eval.batch_size or config.train.batch_size, config.parallel,
+                   'eval.batch_size')
+  return {'jit': JitRunner, 'pmap': PmapRunner}[config.parallel]()

@@ -9,7 +9,7 @@ Offline: the data is generated, nothing is downloaded.
   deepl train --config=experiments/dates_seq2seq.py --workdir=runs/dates_seq2seq
   # beam search in eval instead of greedy:
   deepl train --config=experiments/dates_seq2seq.py --workdir=runs/dates_beam4 \
-      --config.eval.beam_size=4
+      --config.task_options.beam_size=4
 
   # your own input (greedy, as eval decodes; --beam_size=4 for beam search):
   deepl predict --workdir=runs/dates_seq2seq --input="07/04/2023"       # July 4, 2023
@@ -37,7 +37,7 @@ def get_config(arg=None):
   c.data.tokenizer = 'char'
   # The longest source and target in the data set ("September 30th, 2023",
   # "September 30, 2023"); the target's BOS and EOS come on top.
-  c.data.max_length = 20
+  c.data.max_source = 20
   c.data.max_target = 18
   c.train.batch_size = 64
   c.train.num_steps = 1000

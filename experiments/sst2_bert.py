@@ -72,7 +72,7 @@ def get_config(arg=None):
   if variant == 'pretrain':
     c.model = config_dict.ConfigDict({'name': 'bert_mlm', **ENCODER})
     c.task = 'masked_lm'
-    c.train.mask_rate = 0.4
+    c.task_options.mask_rate = 0.4
     c.train.num_steps = 4000
     c.optim.lr = 1e-3
     c.optim.warmup_steps = 200

@@ -13,10 +13,10 @@ from PIL import Image
 import pytest
 
 from deepl import config as config_lib
-from deepl import predict
-from deepl import trained_run
+from deepl.cli import predict
 from deepl.data import datasets
 from deepl.errors import UserError
+from deepl.inference import trained_run
 from tests import helpers
 from tests.test_cli_errors import _assert_user_error
 
@@ -94,7 +94,8 @@ def test_step_picks_the_checkpoint(dates_run, validation):
 ])
 def test_bad_input(dates_run, inputs, beam_size, needle):
   with pytest.raises(UserError, match=re.escape(needle)):
-    predict.predict(str(dates_run), inputs, beam_size=beam_size)
+    predict.predict(config_lib.load_run_config(str(dates_run)), str(dates_run), inputs,
+                    beam_size=beam_size)
 
 
 def test_bad_input_from_the_command_line(dates_run):

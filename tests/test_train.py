@@ -63,7 +63,7 @@ def reference_run(tmp_path_factory, tfds_data_dir):
 
 def _start(workdir, tfds_data_dir, *extra):
   return subprocess.Popen(
-      [sys.executable, '-m', 'deepl.main', 'train', f'--workdir={workdir}',
+      [sys.executable, '-m', 'deepl.cli.main', 'train', f'--workdir={workdir}',
        f'--config.data.data_dir={tfds_data_dir}', *RESUME_ARGS, *extra],
       cwd=helpers.ROOT, env=helpers.env_for(), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True)
@@ -237,7 +237,7 @@ def test_two_processes_match_one(tfds_data_dir, tmp_path):
   multi = tmp_path / 'multi'
   port = _free_port()
   procs = [subprocess.Popen(
-      [sys.executable, '-m', 'deepl.main', 'train', f'--workdir={multi}', *args,
+      [sys.executable, '-m', 'deepl.cli.main', 'train', f'--workdir={multi}', *args,
        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
       cwd=helpers.ROOT, env=helpers.env_for(), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True) for i in range(2)]

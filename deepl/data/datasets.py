@@ -100,11 +100,15 @@ def known_names() -> list[str]:
   return sorted(BUILDERS)
 
 
-def get_builder(name: str, data_dir: str | None = None):
-  """Returns the TFDS builder for `name` (writing array_record files)."""
+def check_name(name: str) -> None:
   if name not in BUILDERS:
     raise UserError(f'unknown dataset {name!r}{suggest(name, known_names())}; '
                     f'known: {", ".join(known_names())}')
+
+
+def get_builder(name: str, data_dir: str | None = None):
+  """Returns the TFDS builder for `name` (writing array_record files)."""
+  check_name(name)
   return BUILDERS[name](data_dir=data_dir, file_format='array_record')
 
 
