@@ -178,9 +178,8 @@ def test_outputs_of_a_run(reference_run):
       raw['steps_per_sec'] * 64)
   # flops_per_sec / steps_per_sec is the step's count: ~0.11 GFLOP for this CNN.
   assert raw['mfu'] > 0 and 5e7 < raw['flops_per_sec'] / raw['steps_per_sec'] < 5e8
-  # The loop's own time per step, in three parts, fits inside the step's wall time.
-  parts = [raw[k] for k in ('input_ms', 'dispatch_ms', 'wait_ms')]
-  assert min(parts) >= 0 and 0 < sum(parts) <= 1e3 / raw['steps_per_sec']
+  # Where the loop's time went, per step (tests/test_metering.py checks the sums).
+  assert all(raw[k] >= 0 for k in ('input_ms', 'dispatch_ms', 'wait_ms'))
   assert list((reference_run / 'tensorboard').glob('events.out.tfevents.*'))
   kept = sorted(int(p.name) for p in (reference_run / 'checkpoints').iterdir()
                 if p.name.isdigit())
