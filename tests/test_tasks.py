@@ -64,7 +64,7 @@ def _config(**task_options):
   return config
 
 
-def test_a_fifth_task_trains_end_to_end(residue_task, tfds_data_dir, tmp_path):
+def test_a_fifth_task_trains_end_to_end(residue_task, tfds_data_dir, tmp_path, capsys):
   config = _config(modulus=3)
   config.task = 'digit_residue'
   config.data.data_dir = str(tfds_data_dir)
@@ -77,6 +77,11 @@ def test_a_fifth_task_trains_end_to_end(residue_task, tfds_data_dir, tmp_path):
   assert saved['task'] == 'digit_residue' and saved['task_options'] == {'modulus': 3}
   loss = [r['loss'] for r in metrics.read_rows(str(tmp_path)) if r['split'] == 'train']
   assert len(loss) == 3 and loss[-1] < loss[0]
+  # Off a terminal, the rows are plain lines: no progress bar in a log.
+  out = capsys.readouterr()
+  rows = [l for l in out.out.splitlines() if l.startswith('step ')]
+  assert rows[0].startswith('step 20/60 | loss ') and rows[-1].startswith('step 60/60 | test | ')
+  assert '\r' not in out.out + out.err and '%|' not in out.err
   # The task decided the model's classes: three.
   _, variables = checkpoint.read_variables(str(tmp_path / 'checkpoints'))
   assert {x.shape[-1] for x in jax.tree.leaves(variables['params']) if x.ndim == 1} >= {3}
