@@ -24,6 +24,8 @@ from deepl.errors import UserError
 
 PARALLEL_MODES = ('jit', 'pmap')
 COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
+KERNELS = ('auto', 'xla', 'cpu')
+ATTENTIONS = ('auto', 'xla', 'cudnn')
 # Keys that moved: config.json files of earlier runs still load (`load_run_config`),
 # and a config that sets the old key is told the new one.
 MOVED = {'train.mask_rate': 'task_options.mask_rate',
@@ -108,7 +110,28 @@ def default_config() -> config_dict.ConfigDict:
   c.checkpoint.best_mode = 'max'   # 'max' | 'min'
 
   c.parallel = 'jit'
+  # The device mesh (deepl/sharding.py): 'data' splits the batch, 'fsdp' the
+  # batch and the parameters and optimizer state, 'tensor' attention heads,
+  # MLP columns and vocabulary. -1 takes the devices left over; the product
+  # is the device count. parallel='pmap' takes data parallelism only.
+  c.mesh = config_dict.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1})
+  # Logical axis -> mesh axes ('fsdp', 'data,fsdp', '' for none): every name
+  # the models use, with its default; override one, e.g. rules.embed=''.
+  c.mesh.rules = config_dict.ConfigDict(_default_rules())
+  # The model's layer set (deepl/kernels): 'xla', flax's stock layers; 'cpu',
+  # deepl's CPU speed paths (same variables and values); 'auto': 'cpu' where
+  # the run's devices are CPUs, else 'xla'. Resolved once when a run starts
+  # and written to its config.json.
+  c.kernels = 'auto'
+  # Transformers' attention: 'xla', or 'cudnn' (the fused flash kernel: GPUs,
+  # bfloat16/float16); 'auto': 'cudnn' on a GPU computing in half precision.
+  c.attention = 'auto'
   return c
+
+
+def _default_rules() -> dict:
+  from deepl import sharding  # pylint: disable=g-import-not-at-top
+  return dict(sharding.DEFAULT_RULES)
 
 
 def get_config(arg=None) -> config_dict.ConfigDict:
@@ -189,9 +212,25 @@ def validate(config: config_dict.ConfigDict) -> None:
   for key in ('sort_window', 'prefetch'):
     if config.data[key] < 0:
       raise UserError(f'config.data.{key}={config.data[key]} must be >= 0 (0 turns it off)')
+  sizes = [config.mesh[axis] for axis in ('data', 'fsdp', 'tensor')]
+  if sum(size == -1 for size in sizes) > 1 or any(size == 0 or size < -1 for size in sizes):
+    raise UserError(f'config.mesh data={sizes[0]}, fsdp={sizes[1]}, tensor={sizes[2]}: give '
+                    'each axis a positive size, and -1 to at most one (the devices left over)')
+  from deepl import sharding  # pylint: disable=g-import-not-at-top
+  sharding.logical_rules(config.mesh.rules)  # mesh axis names
+  if config.parallel == 'pmap' and (config.mesh.fsdp != 1 or config.mesh.tensor != 1):
+    raise UserError("parallel='pmap' is data parallelism only: set mesh.fsdp=1 and "
+                    "mesh.tensor=1, or parallel='jit' to shard the state")
   if config.parallel not in PARALLEL_MODES:
     raise UserError(f"config.parallel='{config.parallel}' is unknown"
                     f"{suggest(config.parallel, PARALLEL_MODES)}; choose 'jit' or 'pmap'")
+  for key, choices in (('kernels', KERNELS), ('attention', ATTENTIONS)):
+    if config[key] not in choices:
+      raise UserError(f"config.{key}='{config[key]}' is unknown{suggest(config[key], choices)}; "
+                      f'choose one of {", ".join(choices)}')
+  if config.kernels == 'cpu' and config.attention == 'cudnn':
+    raise UserError("config.kernels='cpu' brings its own attention: set config.attention to "
+                    "'xla' or 'auto', or config.kernels to 'xla'")
   if config.checkpoint.best_mode not in ('max', 'min'):
     raise UserError("config.checkpoint.best_mode must be 'max' or 'min'")
   _check_task(config)

@@ -21,6 +21,7 @@ import numpy as np
 from deepl import checkpoint
 from deepl import config as config_lib
 from deepl import data as data_lib
+from deepl import kernels
 from deepl import models
 from deepl import optim
 from deepl import parallel
@@ -57,9 +58,9 @@ class Experiment:
         seed=self.config.seed, sort_window=data.sort_window, prefetch=data.prefetch,
         process_index=jax.process_index(), process_count=jax.process_count())
 
-  def initial_state(self, runner) -> TrainState:
-    """The state at step 0, from config.seed, placed by `runner`."""
-    init_fn = functools.partial(init_state, task=self.init_task, tx=self.tx)
+  def initial_state(self, runner, tx=None) -> TrainState:
+    """The state at step 0, from config.seed, placed by `runner` (tx: default the experiment's)."""
+    init_fn = functools.partial(init_state, task=self.init_task, tx=tx or self.tx)
     example = self.train_source.gather(np.zeros(1, np.int64))
     return runner.init(init_fn, jax.random.PRNGKey(self.config.seed), example)
 
@@ -93,6 +94,13 @@ def make_task(config, *, num_classes: int | None, tokenizer) -> tuple[Any, Any]:
     kwargs.setdefault('dtype', jax.numpy.dtype(config.train.compute_dtype))
   if config.train.remat:
     kwargs.setdefault('remat', True)
+  # The layer set and attention as deepl.kernels resolves them for this process.
+  resolved = config.copy_and_resolve_references()
+  kernels.resolve_config(resolved)
+  if 'kernels' in fields:
+    kwargs.setdefault('kernels', resolved.kernels)
+  if 'attention_implementation' in fields:
+    kwargs.setdefault('attention_implementation', resolved.attention)
   init_task = task_cls.from_config(models.build(config.model.name, **kwargs), config, tokenizer)
   if config.parallel == 'pmap' and 'bn_axis_name' in fields:
     model = models.build(config.model.name, **kwargs, bn_axis_name=parallel.PMAP_AXIS)

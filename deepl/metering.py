@@ -11,12 +11,15 @@ dispatching the step (dispatch_ms) and waiting for the device (wait_ms); a
 loop that cannot keep the device busy shows it there.
 """
 
+import copy
+import functools
 import sys
 import time
 
 import jax
 import numpy as np
 
+from deepl import config as config_lib
 from deepl import flops as flops_lib
 
 
@@ -28,21 +31,21 @@ class StepCost:
   warns, once: a run must never stop for its speed report.
 
   Args:
-    step_fn: the train step, `step_fn(state, batch)` (its task must be the
-      one outside pmap: pmap's names an axis that only exists inside it).
+    train_step: `train_step(state, batch, *, task, tx)`, counted with the
+      experiment's init_task (pmap's task names an axis that only exists
+      inside pmap) attending through XLA (see _with_xla_attention).
+    experiment: a deepl.experiment.Experiment (its tasks, tx and config).
     state: the initial state as `runner` placed it (waited for, see below).
     runner: a deepl.parallel runner, for the state's unplaced shapes.
-    task: for tokens per example.
-    batch_size: the global batch.
-    dtype: the compute dtype, for the device's peak.
   """
 
-  def __init__(self, step_fn, state, runner, *, task, batch_size: int, dtype: str):
-    self._fn = step_fn
+  def __init__(self, train_step, experiment, state, runner):
+    self._fn = functools.partial(train_step, task=_with_xla_attention(experiment.init_task),
+                                 tx=experiment.tx)
     self._state = jax.eval_shape(runner.to_saveable, state)
-    self._task = task
-    self._batch_size = batch_size
-    self._dtype = dtype
+    self._task = experiment.task
+    self._batch_size = experiment.config.train.batch_size
+    self._dtype = config_lib.compute_dtype(experiment.config)
     self._known = {}
     self.failed = False
     self.peak = None
@@ -90,6 +93,16 @@ class StepCost:
       tokens = self._task.tokens_per_example(host_batch)
       self._known[key] = ((tokens or 0) * self._batch_size, flops, xla)
     return self._known[key]
+
+
+def _with_xla_attention(task):
+  """`task` whose model attends through XLA: a fused kernel (a custom call) counts 0 FLOPs
+  to XLA, while its matmuls are the XLA path's."""
+  if getattr(task.model, 'attention_implementation', None) in (None, 'xla'):
+    return task
+  counted = copy.copy(task)
+  counted.model = task.model.clone(attention_implementation='xla')
+  return counted
 
 
 class Meter:

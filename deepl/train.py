@@ -19,9 +19,9 @@ import jax
 import optax
 
 from deepl import checkpoint as checkpoint_lib
-from deepl import config as config_lib
 from deepl import evaluation
 from deepl import experiment as experiment_lib
+from deepl import kernels
 from deepl import metering
 from deepl import metrics as metrics_lib
 from deepl import parallel
@@ -50,6 +50,7 @@ def train_step(state: TrainState, batch, *, task, tx, axis_name=None):
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains, evaluates and checkpoints; returns the final eval metrics ({} if stopped early)."""
+  kernels.resolve_config(config)  # config.json records the layer set the run uses
   try:
     return _train_and_evaluate(config, workdir)
   finally:  # however it ends; a process's end drops it anyway
@@ -86,12 +87,10 @@ def _train_and_evaluate(config, workdir: str) -> dict:
 
   # --- Loop ------------------------------------------------------------------
   if primary:
-    print(_header(config, runner.to_saveable(state).params), flush=True)
+    print(_header(config, runner, runner.to_saveable(state).params), flush=True)
   writer = metrics_lib.MetricWriter(workdir, total_steps=num_steps, start_step=start_step,
                                     enabled=primary)
-  cost = metering.StepCost(functools.partial(train_step, task=exp.init_task, tx=exp.tx),
-                           state, runner, task=exp.task, batch_size=batch_size,
-                           dtype=config_lib.compute_dtype(config)) if primary else None
+  cost = metering.StepCost(train_step, exp, state, runner) if primary else None
   meter = metering.Meter(batch_size, cost)
   step = saved_step = start_step
   eval_metrics = None
@@ -157,12 +156,18 @@ def _restore(config, workdir, ckpt, runner, state, train_iter):
   return 0, state, metrics_lib.TrainSums(None, runner.fetch)
 
 
-def _header(config, params) -> str:
+def _header(config, runner, params) -> str:
+  """The run's first lines: what trains on what, and where (with the sharding's notes)."""
   num_params = sum(x.size for x in jax.tree.leaves(params))
-  return (f'deepl: {config.model.name} ({num_params:,} params) on {config.data.name}, '
-          f'{config.train.num_steps} steps of batch {config.train.batch_size}, '
-          f'{jax.device_count()} {jax.devices()[0].platform} device(s), '
-          f'parallel={config.parallel}')
+  mesh = getattr(runner, 'mesh', None)
+  layout = f' (mesh {", ".join(f"{k}={v}" for k, v in mesh.shape.items())})' if mesh else ''
+  lines = [f'deepl: {config.model.name} ({num_params:,} params) on {config.data.name}, '
+           f'{config.train.num_steps} steps of batch {config.train.batch_size}, '
+           f'{jax.device_count()} {jax.devices()[0].platform} device(s), '
+           f'parallel={config.parallel}{layout}, kernels={config.kernels}, '
+           f'attention={config.attention}']
+  lines += [f'deepl: note: {note}' for note in getattr(runner, 'notes', ())]
+  return '\n'.join(lines)
 
 
 def _check_finite(row: dict, step: int, ckpt) -> None:

@@ -11,6 +11,8 @@ import numpy as np
 import optax
 import pytest
 
+from deepl import config as config_lib
+from deepl import experiment
 from deepl import metering
 from deepl import models
 from deepl import parallel
@@ -58,15 +60,16 @@ def test_steps_per_second_and_where_the_time_went():
 
 
 def test_flops_and_mfu_are_the_counted_step_over_the_window():
-  model = models.build('cnn', num_classes=3)
-  task = ClassificationTask(model)
-  tx = optax.sgd(0.1)
+  config = config_lib.default_config()
+  config.train.batch_size = 4
+  task = ClassificationTask(models.build('cnn', num_classes=3))
   batch = {'image': np.zeros((4, 8, 8, 1), np.uint8), 'label': np.zeros((4,), np.int32)}
-  runner = parallel.JitRunner()
-  state = runner.init(functools.partial(init_state, task=task, tx=tx), jax.random.PRNGKey(0),
-                      batch)
-  cost = metering.StepCost(functools.partial(train.train_step, task=task, tx=tx), state, runner,
-                           task=task, batch_size=4, dtype='float32')
+  exp = experiment.Experiment(config, dataset=None, splits={}, tokenizer=None, task=task,
+                              init_task=task, tx=optax.sgd(0.1))
+  runner = parallel.make_runner(config)
+  state = runner.init(functools.partial(init_state, task=task, tx=exp.tx),
+                      jax.random.PRNGKey(0), batch)
+  cost = metering.StepCost(train.train_step, exp, state, runner)
   tokens, flops = cost(batch)
   assert tokens == 0 and flops > 0 and cost.peak > 0
   clock = Clock()

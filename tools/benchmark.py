@@ -28,12 +28,6 @@ Bad input (a missing config, an unknown flag or key) is one `deepl: error:`
 line and exit code 2, as for `deepl train`.
 """
 
-from deepl import huge_pages
-
-# First, as `deepl` does: the restart re-runs this file, and the imports below take 1.5-4 s.
-if __name__ == '__main__':
-  huge_pages.restart()
-
 import dataclasses
 import functools
 import json
@@ -50,12 +44,13 @@ import numpy as np
 from deepl import config as config_lib
 from deepl import data as data_lib
 from deepl import experiment
+from deepl import kernels
 from deepl import metering
 from deepl import optim
 from deepl import parallel
+from deepl import sharding
 from deepl import tasks
 from deepl import train
-from deepl import xla_cpu
 from deepl.cli import main as cli
 from deepl.data import datasets
 from deepl.errors import UserError
@@ -66,6 +61,8 @@ flags.DEFINE_integer('warmup', 2, 'Untimed steps after compiling.')
 flags.DEFINE_integer('vocab_size', None, 'Text models: token ids to draw from '
                      '(default: the config\'s, else 65 for char, 16384 for word).')
 flags.DEFINE_string('json', None, 'Also write the figures here.')
+flags.DEFINE_bool('state_only', False, 'Only create the sharded train state and report its '
+                  'memory (state_bytes, state_bytes_per_device); compile no step.')
 FLAGS = flags.FLAGS
 
 DEFAULT_VOCAB = {'char': 65, 'word': 16384}
@@ -157,18 +154,19 @@ class Harness:
   gives every figure. Side-by-side tools alternate windows of several.
   """
 
-  def __init__(self, config, *, vocab_size: int | None = None, warmup: int = 2):
-    self.config = config
-    self.runner = runner = parallel.make_runner(config)
+  def __init__(self, config, *, vocab_size: int | None = None, warmup: int = 2,
+               compiler_options: dict | None = None):
+    """compiler_options: XLA's options for the step; default the layer set's, as deepl train's."""
+    self.config = config = config.copy_and_resolve_references()
+    kernels.resolve_config(config)  # as deepl train does
+    self.runner = runner = parallel.make_runner(config, compiler_options=compiler_options)
     batch_size = config.train.batch_size
     exp = synthetic_experiment(config, vocab_size)
     self.state = exp.initial_state(runner)
     host_batch = exp.train_source.gather(np.arange(batch_size // jax.process_count()))
     # The counts `deepl train` logs: the global step's tokens and FLOPs (scans
     # counted per trip, and XLA's own number), and the device peak.
-    self.cost = metering.StepCost(
-        functools.partial(train.train_step, task=exp.init_task, tx=exp.tx), self.state, runner,
-        task=exp.task, batch_size=batch_size, dtype=config_lib.compute_dtype(config))
+    self.cost = metering.StepCost(train.train_step, exp, self.state, runner)
     self.tokens_per_step, self.flops_per_step, self.xla_flops_per_step = self.cost.counts(
         host_batch)
     self.num_params = sum(x.size for x in jax.tree.leaves(runner.to_saveable(self.state).params))
@@ -210,6 +208,9 @@ class Harness:
       stats = {}
     if 'peak_bytes_in_use' in stats:
       out['device_peak_bytes_in_use'] = int(stats['peak_bytes_in_use'])
+    # The train state: all of it, and the most any one device holds of it.
+    out['state_bytes'] = sum(x.nbytes for x in jax.tree.leaves(self.state))
+    out['state_bytes_per_device'] = sharding.state_bytes_per_device(self.state)
     # Linux reports kilobytes.
     out['host_max_rss_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return out
@@ -226,7 +227,9 @@ class Harness:
     return {
         'model': config.model.name, 'task': config.task, 'data': config.data.name,
         'batch_size': config.train.batch_size, 'num_params': int(self.num_params),
-        'dtype': dtype, 'parallel': config.parallel, 'platform': device.platform,
+        'dtype': dtype, 'parallel': config.parallel, 'kernels': config.kernels,
+        'mesh': dict(getattr(self.runner, 'mesh', None).shape) if config.parallel == 'jit' else None,
+        'attention': config.attention, 'platform': device.platform,
         'device_kind': device.device_kind, 'device_count': jax.device_count(),
         'compile_seconds': self.compile_seconds,
         'steps_per_sec': steps_per_sec, 'steps_per_sec_windows': list(rates),
@@ -242,6 +245,23 @@ class Harness:
     }
 
 
+def state_memory(config, *, vocab_size: int | None = None) -> dict:
+  """The train state's bytes, all and per device, created sharded as `deepl train` creates it.
+
+  No step is compiled: for models whose steps would take minutes here.
+  """
+  config = config.copy_and_resolve_references()
+  kernels.resolve_config(config)
+  runner = parallel.make_runner(config)
+  state = synthetic_experiment(config, vocab_size).initial_state(runner)
+  return {'model': config.model.name, 'num_params': int(sum(x.size for x in jax.tree.leaves(
+              runner.to_saveable(state).params))),
+          'mesh': dict(runner.mesh.shape) if config.parallel == 'jit' else None,
+          'device_count': jax.device_count(),
+          'state_bytes': sum(x.nbytes for x in jax.tree.leaves(state)),
+          'state_bytes_per_device': sharding.state_bytes_per_device(state)}
+
+
 def benchmark(config, *, steps: int = 20, windows: int = 3, warmup: int = 2,
               vocab_size: int | None = None) -> dict:
   """Every figure for `config`'s train step: see the module docstring."""
@@ -253,7 +273,8 @@ def format_report(r: dict) -> str:
   g = lambda x: f'{x / 1e9:.2f}' if x else '?'
   lines = [
       f"{r['model']} on {r['data']} ({r['num_params']:,} params, {r['dtype']}), batch "
-      f"{r['batch_size']}, {r['device_count']} {r['device_kind']} device(s), parallel={r['parallel']}",
+      f"{r['batch_size']}, {r['device_count']} {r['device_kind']} device(s), parallel={r['parallel']}, "
+      f"kernels={r['kernels']}, attention={r['attention']}",
       f"  compile {r['compile_seconds']:.1f} s; {r['steps_per_sec']:.3f} steps/s (median of "
       f"{', '.join(f'{x:.3f}' for x in r['steps_per_sec_windows'])}), "
       f"{r['examples_per_sec']:.1f} examples/s" +
@@ -293,14 +314,21 @@ def parse_flags(argv, help_modules=None):
 
 def run(argv=None):
   config = parse_flags(sys.argv if argv is None else argv)
-  xla_cpu.configure([config.model.name])  # as deepl train does
   logging.set_verbosity(logging.WARNING)
   try:
-    result = benchmark(config, steps=FLAGS.steps, windows=FLAGS.windows, warmup=FLAGS.warmup,
-                       vocab_size=FLAGS.vocab_size)
+    if FLAGS.state_only:
+      result = state_memory(config, vocab_size=FLAGS.vocab_size)
+    else:
+      result = benchmark(config, steps=FLAGS.steps, windows=FLAGS.windows, warmup=FLAGS.warmup,
+                         vocab_size=FLAGS.vocab_size)
   except UserError as err:
     cli.fail(str(err))
-  print(format_report(result), flush=True)
+  if FLAGS.state_only:
+    print(f"{result['model']} ({result['num_params']:,} params) on {result['mesh']}: state "
+          f"{result['state_bytes'] / 2**20:.1f} MiB, at most {result['state_bytes_per_device'] / 2**20:.1f} "
+          'MiB on one device', flush=True)
+  else:
+    print(format_report(result), flush=True)
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump(result, f, indent=2)

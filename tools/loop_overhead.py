@@ -13,12 +13,6 @@ Side by side in one process, alternating, `rounds` times:
 Prints the median steps/s of each and their ratio (goal >= 0.90).
 """
 
-from deepl import huge_pages
-
-# First, as `deepl` does: the restart re-runs this file, and the imports below take 1.5-4 s.
-if __name__ == '__main__':
-  huge_pages.restart()
-
 import functools
 import json
 import statistics
@@ -34,6 +28,7 @@ from ml_collections import config_flags
 
 from deepl import config as config_lib
 from deepl import experiment
+from deepl import kernels
 from deepl import metrics as metrics_lib
 from deepl import parallel
 from deepl import train
@@ -57,6 +52,7 @@ def loop_steps_per_sec(config) -> float:
 
 
 def bare_steps_per_sec(config, steps: int) -> float:
+  kernels.resolve_config(config)  # as deepl train does
   runner = parallel.make_runner(config)
   with tempfile.TemporaryDirectory() as workdir:
     exp = experiment.build(config, workdir)

@@ -10,16 +10,16 @@ is written.
 
 import os
 
-import jax
 import numpy as np
+import optax
 
 from deepl import checkpoint
 from deepl import evaluation
 from deepl import experiment
+from deepl import kernels
 from deepl import metrics
 from deepl import parallel
 from deepl.errors import UserError
-from deepl.state import TrainState
 
 READS_A_RUN = '<a run>, e.g. --workdir=runs/mnist_cnn'
 
@@ -35,7 +35,9 @@ def evaluate_run(config, workdir: str, *, split: str | None = None,
   `config` is the run's config.json; `split` defaults to the split `deepl
   train` evaluates on.
   """
-  runner = parallel.make_runner(config)
+  kernels.resolve_config(config, again=True)  # this process's platform picks
+  # Whatever mesh trained it, the run is read onto this process's devices, data parallel.
+  runner = parallel.make_runner(config, for_training=False)
   exp = experiment.build(config, workdir)
   split = split or exp.dataset.eval_split
   if split not in exp.splits:
@@ -46,18 +48,17 @@ def evaluate_run(config, workdir: str, *, split: str | None = None,
     # TFDS marks hidden labels -1 (GLUE's test splits): the metrics would be noise.
     raise UserError(f'the {split} split of {config.data.name} has no labels (all -1: '
                     f'held back by its authors); evaluate on {exp.dataset.eval_split}')
-  # The model's shapes (no arrays made), for a clear error on another model's checkpoint.
-  example = exp.train_source.gather(np.zeros(1, np.int64))
-  like = jax.eval_shape(exp.init_task.init, jax.random.PRNGKey(0), example)['params']
+  # The model's variables placed as the runner places them, and no optimizer
+  # state (optax.identity keeps none): evaluation reads params and model state only.
+  fresh = runner.to_saveable(exp.initial_state(runner, tx=optax.identity()))
   step, variables = checkpoint.read_variables(os.path.join(workdir, 'checkpoints'), step,
-                                              like=like)
+                                              like=fresh.params)
   params = variables.pop('params')
-  # Evaluation reads params and model state only: no optimizer state is restored.
-  state = TrainState(step=np.int32(step), params=params, model_state=variables,
-                     opt_state=None, rng=None)
+  state = runner.from_saveable(fresh.replace(step=np.int32(step), params=params,
+                                             model_state=variables))
   evaluate = evaluation.Evaluator(exp.task, runner,
                                   config.eval.batch_size or config.train.batch_size)
-  return split, step, evaluate(runner.from_saveable(state), exp.splits[split])
+  return split, step, evaluate(state, exp.splits[split])
 
 
 def format_result(split: str, step: int, metrics_row: dict) -> str:

@@ -17,7 +17,6 @@ stderr and exit code 2. `deepl --help` (or -h, or `deepl help`) prints this and
 the flags.
 """
 
-import importlib
 import os
 import sys
 
@@ -25,15 +24,13 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from deepl import huge_pages
-from deepl import xla_cpu
+from deepl import config as config_lib
+from deepl.cli import evaluate
+from deepl.cli import predict
+from deepl.cli import sample
+from deepl.cli import train
 from deepl.errors import suggest
 from deepl.errors import UserError
-
-# deepl.config and the commands import JAX (seconds): they are imported inside
-# the functions below, after program() has restarted the process for huge pages
-# (deepl/huge_pages.py), so that the imports happen once.
-DEFAULT_EXPERIMENT = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'config.py')
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -71,7 +68,7 @@ flags.DEFINE_integer('beam_size', None, 'predict: beams for a seq2seq model (1: 
 # One file per command, deepl/cli/<command>.py, each with run(config, workdir, flags):
 # train's config is the one the flags give; the others get the config.json of the
 # run they read, and name what --workdir must hold (READS_A_RUN).
-COMMANDS = ('train', 'evaluate', 'sample', 'predict')
+COMMANDS = {'train': train, 'evaluate': evaluate, 'sample': sample, 'predict': predict}
 # (section, key) of the config's file paths.
 PATH_KEYS = (('data', 'manual_dir'), ('data', 'data_dir'), ('', 'init_from'))
 HELP = ('-h', '-help', '--help', '--helpshort', '--helpfull')
@@ -101,7 +98,6 @@ def _config_path(argv):
 
 def _explain_flag_error(err: Exception, argv) -> str:
   """One readable line for what config_flags raises while loading a config."""
-  from deepl import config as config_lib  # pylint: disable=g-import-not-at-top
   path = _config_path(argv)
   text = str(err)
   if path and not os.path.isfile(path):
@@ -152,7 +148,7 @@ def parse(argv, help_modules=None):
       fail(f"unknown command '{command}'{suggest(command, COMMANDS)}; "
             f"commands: {', '.join(COMMANDS)}")
   if _config_path(args) is None:  # the embedded default experiment
-    args.insert(0, f'--config={DEFAULT_EXPERIMENT}')
+    args.insert(0, f'--config={config_lib.__file__}')
   # config_flags takes --config.key=value overrides only after --config itself,
   # and looks for them in sys.argv: --config goes first, wherever it was typed
   # (the last one, as absl would take), and sys.argv is the argv parsed here.
@@ -171,7 +167,7 @@ def parse(argv, help_modules=None):
   if extra:  # absl leaves what is not a flag; a stray word would otherwise go unnoticed
     fail(_stray_argument(extra[0]))
   path = _config_path(argv)
-  name = 'digits_cnn' if path == DEFAULT_EXPERIMENT else os.path.splitext(os.path.basename(path))[0]
+  name = 'digits_cnn' if path == config_lib.__file__ else os.path.splitext(os.path.basename(path))[0]
   # The shell leaves ~ alone in --workdir=~/runs/x: without this the run would
   # land in a folder named '~'. Likewise in the config's paths.
   workdir = os.path.expanduser(FLAGS.workdir or os.path.join('runs', name))
@@ -193,15 +189,13 @@ def run(argv=None):
   argv = sys.argv if argv is None else argv
   command, config, workdir = parse(argv)
   logging.set_verbosity(logging.WARNING)
-  from deepl import config as config_lib  # pylint: disable=g-import-not-at-top
-  module = importlib.import_module(f'deepl.cli.{command}')
+  module = COMMANDS[command]
   if getattr(module, 'READS_A_RUN', None) and not FLAGS.workdir:
     fail(f'deepl {command} needs --workdir={module.READS_A_RUN}')
   try:
     config_lib.validate(config)
-    # Before JAX starts: sample, evaluate and predict run the saved run's model.
+    # sample, evaluate and predict run the saved run's model.
     run_config = config if command == 'train' else config_lib.load_run_config(workdir)
-    xla_cpu.configure([run_config.model.name])
     _use_compilation_cache(FLAGS.compilation_cache)
     if FLAGS.distributed or FLAGS.coordinator_address or FLAGS.num_processes:
       import jax  # pylint: disable=g-import-not-at-top
@@ -214,7 +208,6 @@ def run(argv=None):
 
 def program():
   """The `deepl` command itself (console script, `python -m deepl.cli.main`)."""
-  huge_pages.restart()  # replaces the process: never from run(), which code may call
   run()
 
 

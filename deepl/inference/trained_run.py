@@ -16,6 +16,7 @@ from typing import Any
 from deepl import checkpoint
 from deepl import config as config_lib
 from deepl import experiment
+from deepl import kernels
 from deepl.data import datasets
 from deepl.data import tokenizers
 
@@ -39,6 +40,7 @@ def load(workdir: str, config=None, step: int | None = None) -> TrainedRun:
   `config` is the run's config.json where the caller has read it already.
   """
   config = config or config_lib.load_run_config(workdir)
+  kernels.resolve_config(config, again=True)  # this process's platform picks
   # The builder's declared features: no data is read or prepared.
   features = datasets.get_builder(config.data.name, config.data.data_dir).info.features
   image_shape = tuple(features['image'].shape) if 'image' in features else None
