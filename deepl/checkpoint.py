@@ -1,8 +1,10 @@
 """Checkpoints: writing them, and every way of reading them back.
 
-  Checkpointer     the train loop's: Orbax checkpoints of the train state, the
-                   data iterator and the loop's own counters, saved together
-                   so a resumed run continues bit for bit (`restore_latest`).
+  Checkpointer     the train loop's: Orbax checkpoints of the train state (each
+                   process writes its shards; they restore onto any mesh), and
+                   the data iterator's position and the loop's own counters, saved
+                   together so a resumed run continues bit for bit, with any
+                   number of processes (`restore_latest`).
   read_variables   a model's variables (params and e.g. batch statistics) of
                    any checkpoint, onto one device: evaluate, sample, predict.
   init_from        fine-tuning (config.init_from): another run's parameters
@@ -20,7 +22,6 @@ import shutil
 import sys
 
 from absl import logging
-import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -80,10 +81,13 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state, data_iterator, loop_state: dict, metrics=None):
-    args = ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iterator),
-        loop=ocp.args.JsonSave(loop_state))
+    # The iterator's position goes into the loop's JSON, written once for all
+    # processes: it is the same on each (the global batches consumed), so a run
+    # resumes with any number of processes. Grain's own checkpoint item is a
+    # file per process, named by the process count.
+    loop_state = {**loop_state, 'data': data_iterator.get_state()}
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              loop=ocp.args.JsonSave(loop_state))
     self._manager.save(step, args=args, metrics=metrics, force=True)
 
   def restore_latest(self, abstract_state, data_iterator):
@@ -98,12 +102,13 @@ class Checkpointer:
       _check_shapes(self.directory, step, abstract_state.params)
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(data_iterator),
-            loop=ocp.args.JsonRestore()))
+            state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()))
       except Exception as err:  # pylint: disable=broad-except
         failed.append((step, err))
         continue
+      # Checkpoints of earlier deepl kept it in grain's item: there, as ever,
+      # the position was the number of batches taken, the step.
+      data_iterator.set_state(restored.loop.pop('data', None) or {'next_index': step})
       for bad_step, err in failed:
         self._quarantine(bad_step, err)
       return step, restored.state, restored.loop

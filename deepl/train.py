@@ -96,7 +96,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   eval_metrics = None
   due = lambda every: step % every == 0 or step == num_steps
   with Preemption() as preemption:
-    while step < num_steps and not preemption.requested:
+    while step < num_steps and not preemption.stop(step):
       t_start_step = time.perf_counter()
       host_batch = next(train_iter)
       batch = runner.put_batch(host_batch)
