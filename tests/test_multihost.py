@@ -13,7 +13,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from tests import helpers
 from tests.test_train import rows
