@@ -64,3 +64,33 @@ print(ids.dtype, ids.min(), ids.max(), counts[1] / ids.size, counts[64] / ids.si
   assert (dtype, low, high, same) == ('int32', '1', '64', 'True')
   # P(id 1) = 1 / H_64 = 0.21 and P(id 64) = 0.0033: 16,448 draws land within 0.01.
   assert abs(float(first) - 0.211) < 0.01 and float(last) < 0.01
+
+
+def compare_meshes(*args, timeout=240):
+  return subprocess.run([sys.executable, str(TOOL.parent / 'compare_meshes.py'), *args],
+                        capture_output=True, text=True, timeout=timeout, cwd=helpers.ROOT,
+                        env=helpers.env_for(devices=2))
+
+
+def test_compare_meshes_side_by_side(tmp_path):
+  out = tmp_path / 'meshes.json'
+  result = compare_meshes(f'--config={helpers.EXPERIMENTS}/benchmarks.py:cnn', '--mesh=data=2',
+                          '--mesh=fsdp=2', '--steps=1', '--rounds=2', '--warmup=0',
+                          '--config.train.batch_size=16', f'--json={out}')
+  assert result.returncode == 0, result.stderr
+  rows = {row['mesh']: row for row in json.loads(out.read_text())['rows']}
+  assert rows['data=2']['ratio_to_first'] == [1.0, 1.0]
+  assert len(rows['fsdp=2']['steps_per_sec']) == 2 and min(rows['fsdp=2']['steps_per_sec']) > 0
+  # fsdp halves the state each device holds; data replicates it.
+  assert rows['fsdp=2']['state_bytes_per_device'] < 0.6 * rows['data=2']['state_bytes_per_device']
+
+
+def test_compare_meshes_bad_input_is_one_line_and_exit_2():
+  config = f'--config={helpers.EXPERIMENTS}/benchmarks.py:cnn'
+  for args, words in [((config, '--mesh=data=2'), 'two or more'),
+                      ((config, '--mesh=data=2', '--mesh=rows=2'), 'axis=size'),
+                      ((config, '--mesh=data=2', '--mesh=data=3'), 'data=3')]:
+    result = compare_meshes(*args, timeout=120)
+    assert result.returncode == 2, (args, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], lines

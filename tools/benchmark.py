@@ -288,6 +288,21 @@ def format_report(r: dict) -> str:
   return '\n'.join(lines)
 
 
+def alternate(harnesses: dict, *, rounds: int, steps: int) -> dict[str, list[float]]:
+  """Each harness's steps/s in `rounds` windows, taken in turn so that all see the same load."""
+  rates = {name: [] for name in harnesses}
+  for _ in range(rounds):
+    for name, harness in harnesses.items():
+      rates[name].append(harness.window(steps))
+  return rates
+
+
+def ratio_summary(ratios: list[float]) -> str:
+  """'1.234 (1.10-1.30, ahead in 7 of 8)': the median round's ratio, its range, the rounds above 1."""
+  return (f'{statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f}, ahead in '
+          f'{sum(r > 1 for r in ratios)} of {len(ratios)})')
+
+
 # --------------------------------------------------------------------- command
 
 

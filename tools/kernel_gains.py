@@ -14,15 +14,14 @@ Pieces (deepl/kernels/cpu):
   conv          every convolution rewrite and the kept input buffer (nn.Conv instead)
   conv_shift    first layers as shifted multiply-adds
   conv_pairs    16-channel 3x3 convolutions as column pairs
-  conv_stride2  stride-2 input gradients by phase
   conv_buffer   the convolution's input kept as a buffer (materialize)
   batch_norm    the batch norm with its own VJP (nn.BatchNorm instead)
   dense         Dense layers as 2-D matmuls (nn.Dense, nn.DenseGeneral instead)
   attention     blocked head-major causal attention (jax.nn.dot_product_attention)
   recurrence    the RNN time loop's hand-written backward pass (autodiff of lax.scan)
-  table         an RNN LM's embedding-table projection
   barriers      the compiler option that keeps optimization barriers
   ynn           the compiler option giving YNNPACK matmuls only
+  layers        every layer swap at once: flax's stock layers, the compiler options kept
   xla           all of them: flax's stock layers, no options (kernels='xla')
 """
 
@@ -42,8 +41,8 @@ from deepl.kernels.cpu import conv
 from deepl.cli.main import fail
 from deepl.models import layers
 
-PIECES = ('conv', 'conv_shift', 'conv_pairs', 'conv_stride2', 'conv_buffer', 'batch_norm',
-          'dense', 'attention', 'recurrence', 'table', 'barriers', 'ynn', 'xla')
+PIECES = ('conv', 'conv_shift', 'conv_pairs', 'conv_buffer', 'batch_norm',
+          'dense', 'attention', 'recurrence', 'barriers', 'ynn', 'layers', 'xla')
 flags.DEFINE_list('without', ['xla'], f'Pieces to time without, one variant each: {PIECES}.')
 flags.DEFINE_integer('rounds', 8, 'Alternating rounds of one window per variant.')
 FLAGS = flags.FLAGS
@@ -52,11 +51,9 @@ _SWAPS = {  # LayerSet fields of the stock set
     'conv': {'Conv': nn.Conv}, 'batch_norm': {'BatchNorm': nn.BatchNorm},
     'dense': {'Dense': nn.Dense, 'DenseGeneral': nn.DenseGeneral},
     'attention': {'attention': None}, 'recurrence': {'recurrence': None},
-    'table': {'project_embedding_table': False},
 }
 _CONV_PATCHES = {  # module attributes of deepl/kernels/cpu/conv.py, read when the step is traced
     'conv_shift': ('_MAX_SHIFT_TAPS', 0), 'conv_pairs': ('_MAX_PAIRED_CHANNELS', 0),
-    'conv_stride2': ('_stride2_conv', lambda x, k, p: conv._lax_conv(x, k, (2, 2), p)),  # pylint: disable=protected-access
     'conv_buffer': ('materialize', lambda x: x),
 }
 _OPTIONS = {'barriers': 'xla_disable_hlo_passes', 'ynn': 'xla_cpu_experimental_ynn_fusion_type'}
@@ -68,8 +65,9 @@ def _without(piece: str, config):
   config = config.copy_and_resolve_references()
   options = cpu.compiler_options()
   config.kernels = 'cpu'
-  if piece == 'xla':
-    config.kernels, options = 'xla', {}
+  if piece in ('xla', 'layers'):
+    config.kernels = 'xla'
+    options = {} if piece == 'xla' else options
   elif piece in _SWAPS:
     config.kernels = f'cpu_without_{piece}'
     layers.register(config.kernels, dataclasses.replace(cpu.LAYERS, **_SWAPS[piece]))
@@ -101,10 +99,7 @@ def main(argv):
   for piece in FLAGS.without:
     with _without(piece, config) as (variant, options):
       harnesses[piece] = build(variant, options)  # traced and compiled here, patches in force
-  rates = {name: [] for name in harnesses}
-  for _ in range(FLAGS.rounds):
-    for name, harness in harnesses.items():
-      rates[name].append(harness.window(FLAGS.steps))
+  rates = benchmark.alternate(harnesses, rounds=FLAGS.rounds, steps=FLAGS.steps)
   full = rates['cpu']
   print(f'{config.model.name}, kernels=cpu: {statistics.median(full):.3f} steps/s '
         f'({FLAGS.rounds} rounds of {FLAGS.steps} steps)')
@@ -114,8 +109,7 @@ def main(argv):
     rows.append({'piece': piece, 'steps_per_sec_without': statistics.median(rates[piece]),
                  'gain': statistics.median(ratios), 'ratios': ratios})
     print(f'  without {piece:<13} {statistics.median(rates[piece]):8.3f} steps/s   gain '
-          f'{statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f}, ahead in '
-          f'{sum(r > 1 for r in ratios)} of {len(ratios)})')
+          f'{benchmark.ratio_summary(ratios)}')
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump({'model': config.model.name, 'steps_per_sec': full, 'rows': rows}, f, indent=2)
