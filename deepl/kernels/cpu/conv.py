@@ -2,7 +2,7 @@
 
 `Conv` is `nn.Conv` itself (every field, the same variables, init and
 values; tested against flax) whose `conv_general_dilated` is this module's.
-For a 2-D NHWC convolution without dilation or groups that is three
+For a 2-D NHWC convolution without dilation or groups that is two
 rewrites, each measured in the train steps of experiments/benchmarks.py on 2
 cores, and XLA's own convolution otherwise:
 
@@ -23,12 +23,6 @@ cores, and XLA's own convolution otherwise:
   ResNet-20's 16-channel convolution 6.3 -> 5.3 ms forward, and the same for
   the input's gradient, which is that convolution of the output gradient
   with the flipped kernel. The kernel's gradient stays XLA's.
-- Stride 2 (even height and width): autodiff's input gradient convolves a
-  zero-dilated copy of the output gradient with the kernel, 3/4 of it
-  multiplying zeros (9.3 ms at ResNet-20's 32x32, 16 -> 32 channel one).
-  Each of x's four phases (even/odd rows and columns) gets only the taps
-  that reach it: one stride-1 convolution of the output gradient into 4
-  C_in channels and a depth-to-space reshape (3.7 ms).
 
 Every convolution's input is also kept as a buffer (`buffers.materialize`),
 so XLA does not recompute the chain that made it inside the transpose that
@@ -141,59 +135,6 @@ def _column_pair_conv_bwd(residuals, dy):
 _column_pair_conv.defvjp(_column_pair_conv_fwd, _column_pair_conv_bwd)
 
 
-def _phase_taps(size, pad_lo):
-  """Per input phase r (index 2m + r): (tap a, dy offset d) with 2(m + d) + a - pad_lo = 2m + r."""
-  return [[(a, (r + pad_lo - a) // 2) for a in range(size) if (a - r - pad_lo) % 2 == 0]
-          for r in (0, 1)]
-
-
-def _stride2_input_grad(dy, kernel, x_shape, padding):
-  """The input gradient of a stride-2 convolution, one phase of x per output block.
-
-  x's even and odd rows and columns each get the taps that reach them: one
-  stride-1 convolution of dy with a (t_h, t_w, C_out, 4 C_in) kernel, and a
-  depth-to-space reshape. x's height and width must be even.
-  """
-  n, height, width, c_in = x_shape
-  windows, pads, phases = [], [], []
-  for size, pad_lo, x_size, dy_size in zip(kernel.shape[:2], (padding[0][0], padding[1][0]),
-                                           (height, width), dy.shape[1:3]):
-    taps = _phase_taps(size, pad_lo)
-    offsets = [d for phase in taps for _, d in phase]
-    lo, window = min(offsets), max(offsets) - min(offsets) + 1
-    windows.append(window)
-    # Output m reads dy[m + lo .. m + lo + window - 1]; XLA crops where negative.
-    pads.append((-lo, x_size // 2 + window - 1 + lo - dy_size))
-    phases.append([[(a, d - lo) for a, d in phase] for phase in taps])
-  blocks = jnp.zeros((*windows, kernel.shape[3], 2, 2, c_in), kernel.dtype)
-  for rh, rows in enumerate(phases[0]):
-    for rw, cols in enumerate(phases[1]):
-      for a, i in rows:
-        for b, j in cols:
-          blocks = blocks.at[i, j, :, rh, rw, :].set(kernel[a, b].T)
-  y = _lax_conv(dy, blocks.reshape(*windows, -1, 4 * c_in), (1, 1), tuple(pads))
-  y = y.reshape(n, height // 2, width // 2, 2, 2, c_in).transpose(0, 1, 3, 2, 4, 5)
-  return y.reshape(x_shape)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _stride2_conv(x, kernel, padding):
-  return _lax_conv(x, kernel, (2, 2), padding)
-
-
-def _stride2_conv_fwd(x, kernel, padding):
-  return _stride2_conv(x, kernel, padding), (x, kernel)
-
-
-def _stride2_conv_bwd(padding, residuals, dy):
-  x, kernel = residuals
-  return (_stride2_input_grad(dy, kernel, x.shape, padding),
-          _kernel_grad(x, kernel, dy, (2, 2), padding))
-
-
-_stride2_conv.defvjp(_stride2_conv_fwd, _stride2_conv_bwd)
-
-
 def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
   """An NHWC x HWIO convolution through the rewrites above where they apply.
 
@@ -209,8 +150,6 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
   if (strides == (1, 1) and (kh, kw) == (3, 3) and padding == _SAME_3X3
       and x.shape[2] % 2 == 0 and max(c_in, c_out) <= _MAX_PAIRED_CHANNELS):
     return _column_pair_conv(x, kernel)
-  if strides == (2, 2) and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
-    return _stride2_conv(x, kernel, padding)
   return _lax_conv(x, kernel, strides, padding)
 
 
