@@ -102,15 +102,10 @@ class MeshRunner(_Runner):
 
   def init(self, init_fn, *args):
     """init_fn(*args), created sharded; sets `state_sharding` (and `notes`)."""
-    with sharding.axis_rules(self.rules):
-      abstract = jax.eval_shape(init_fn, *args)
-      specs, self.notes = sharding.partition_specs(abstract, self.mesh, self.rules,
-                                                   model=self.model)
-      self.state_sharding = jax.tree.map(lambda spec: NamedSharding(self.mesh, spec), specs,
-                                         is_leaf=lambda x: isinstance(x, P))
-      unboxed = lambda *a: sharding.unbox(init_fn(*a))
-      return jax.jit(unboxed, out_shardings=self.state_sharding,
-                     compiler_options=self.compiler_options)(*args)
+    state, self.state_sharding, self.notes = sharding.init_sharded(
+        init_fn, *args, mesh=self.mesh, rules=self.rules, model=self.model,
+        compiler_options=self.compiler_options)
+    return state
 
   def compile_train(self, step_fn):
     return _InRules(jax.jit(step_fn, in_shardings=(self.state_sharding, self.batch_sharding),

@@ -2,9 +2,9 @@
 
   mesh = make_mesh(config.mesh)            # ('data', 'fsdp', 'tensor'), e.g. (2, 2, 2)
   rules = logical_rules(config.mesh.rules)  # (('embed', ('fsdp',)), ('mlp', ('tensor',)), ...)
-  with axis_rules(rules):                   # models box their params
-    abstract = jax.eval_shape(init, ...)
-  specs = partition_specs(abstract, mesh, rules, model=...)
+  state, shardings, notes = init_sharded(init, key, mesh=mesh, rules=rules)
+  with axis_rules(rules, mesh):             # activations constrained too
+    ... jax.jit(step, in_shardings=(shardings, ...)) ...
 
 Three mesh axes, as in MaxText: 'data' (pure data parallelism: batch rows),
 'fsdp' (batch rows too, and parameters and optimizer state sharded, gathered
@@ -28,7 +28,7 @@ import math
 import flax.linen as nn
 import jax
 from jax.experimental import mesh_utils
-from jax.sharding import PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from deepl.errors import UserError
 
@@ -184,6 +184,22 @@ def partition_specs(abstract, mesh, rules, *, model: str = 'the model'):
     raise UserError(f'{model} has no parameter to split over mesh.{idle[0]}={sizes[idle[0]]}: '
                     f'set mesh.{idle[0]}=1 (and give its devices to mesh.data)')
   return specs, notes
+
+
+def init_sharded(init_fn, *args, mesh, rules, model: str = 'the model', compiler_options=None):
+  """(init_fn(*args) created directly in its shards, their NamedShardings, notes).
+
+  No device ever holds the whole tree: the arrays are born split over `mesh`
+  as the models' logical axes and `rules` say (FSDP, tensor parallelism).
+  """
+  with axis_rules(rules):
+    abstract = jax.eval_shape(init_fn, *args)
+    specs, notes = partition_specs(abstract, mesh, rules, model=model)
+    shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs,
+                             is_leaf=lambda x: isinstance(x, P))
+    tree = jax.jit(lambda *a: unbox(init_fn(*a)), out_shardings=shardings,
+                   compiler_options=compiler_options)(*args)
+  return tree, shardings, notes
 
 
 def batch_spec(rules) -> P:
