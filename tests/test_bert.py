@@ -229,10 +229,9 @@ def test_shape_errors_name_the_numbers():
 
 # ------------------------------------------------------------------ the original BERT's fields
 
-# The fields that make deepl's BERT the original one (deepl.interop.huggingface
-# sets them); parity with transformers is in tests/test_huggingface_bert.py.
-ORIGINAL = dict(post_norm=True, embed_norm=True, type_vocab_size=2, layer_norm_epsilon=1e-12,
-                learned_cls=False, mask_token_id=3)
+# The original BERT, as deepl.interop.huggingface loads it; parity with
+# transformers is in tests/test_huggingface_bert.py.
+ORIGINAL = dict(bert.ORIGINAL, mask_token_id=3)
 
 
 def _param_names(model, tokens, lengths):

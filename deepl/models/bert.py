@@ -40,7 +40,8 @@ probabilities (see transformer.py). Init as GPT-2: normal(0.02) everywhere,
 residual projections normal(0.02 / sqrt(2 * num_layers)).
 
 The original BERT (and Hugging Face's weights, deepl.interop.huggingface) is
-these fields, which add its parameters and drop the ones it lacks:
+these fields (`ORIGINAL`, plus the tokenizer's mask_token_id), which add its
+parameters and drop the ones it lacks:
 
   post_norm=True           post-LayerNorm blocks, no final LayerNorm
   embed_norm=True          a LayerNorm ('embed_ln') on the summed embeddings
@@ -80,6 +81,10 @@ from deepl.models import transformer
 
 _INIT = transformer.DEFAULT_INIT
 POOLS = ('cls', 'mean')
+# The fields that make this BERT the original one (see the module docstring),
+# besides its sizes and its tokenizer's mask_token_id.
+ORIGINAL = dict(post_norm=True, embed_norm=True, type_vocab_size=2, layer_norm_epsilon=1e-12,
+                learned_cls=False)
 
 
 class EncoderFields(nn.Module):
