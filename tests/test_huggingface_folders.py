@@ -14,6 +14,7 @@ import sys
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors.numpy
@@ -225,6 +226,17 @@ def test_older_key_names_load(gpt_folder, bert_folder, tmp_path):
       warnings.simplefilter('error')  # a key left unused would warn
       _, loaded = huggingface.load(renamed)
     jax.tree.map(np.testing.assert_array_equal, loaded, variables)
+
+
+def test_half_precision_weights_load_as_float32(bert_folder, tmp_path):
+  _, variables, folder = bert_folder
+  half = _copy(folder, tmp_path / 'bf16',
+               weights=lambda state: {k: v.astype(jnp.bfloat16) for k, v in state.items()})
+  _, loaded = huggingface.load(half)
+  expected = jax.tree.map(lambda x: np.asarray(x).astype(jnp.bfloat16).astype(np.float32),
+                          variables)
+  jax.tree.map(np.testing.assert_array_equal, loaded, expected)
+  assert {x.dtype for x in jax.tree.leaves(loaded)} == {np.dtype(np.float32)}
 
 
 def test_neither_transformers_nor_torch_is_imported(gpt_folder):

@@ -289,14 +289,15 @@ def load(path, *, seed: int = 0):
   if missing:
     fresh = jax.jit(lambda: model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 1), jnp.int32),
                                        train=False))()['params']
-    for name in missing:
-      flat[name] = np.asarray(traverse_util.flatten_dict(fresh)[name])
+    fresh = traverse_util.flatten_dict(fresh)
+    for param in missing:
+      flat[param] = np.asarray(fresh[param])
   if missing or unused:
     warnings.warn(
         f'{path}: ' + '; '.join(
             part for part in (
                 missing and f'not in the folder, so initialised fresh: '
-                            f'{", ".join("/".join(name) for name in missing)}',
+                            f'{", ".join("/".join(param) for param in missing)}',
                 unused and f'in the folder but no part of a deepl {name}: {", ".join(unused)}')
             if part), stacklevel=2)
   return model, {'params': traverse_util.unflatten_dict(flat)}
