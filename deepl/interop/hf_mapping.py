@@ -1,7 +1,5 @@
 """How deepl's models map onto Hugging Face's: parameters both ways, config values.
 
-Where each deepl parameter sits in a Hugging Face state dict:
-
 A family (hf_gpt2, hf_bert) lists one `Rule` per deepl parameter: its path in
 deepl's params, the HF key holding it, and how the two arrays' layouts
 differ. `to_deepl` and `to_hf` read the same rules in opposite directions, so
