@@ -6,17 +6,31 @@ offline, in well under a minute. Experiment files start from it and change
 what they need, so every key an override can name exists.
 """
 
+import copy
 import json
+import math
 import os
 
 from ml_collections import config_dict
 
+from deepl import models
+from deepl import optim
+from deepl import tasks
+from deepl.data import augment
+from deepl.data import datasets
+from deepl.data import tokenizers
 from deepl.errors import suggest
 from deepl.errors import UserError
 
 PARALLEL_MODES = ('jit', 'pmap')
+COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
 KERNELS = ('auto', 'xla', 'cpu')
 ATTENTIONS = ('auto', 'xla', 'cudnn')
+# Keys that moved: config.json files of earlier runs still load (`load_run_config`),
+# and a config that sets the old key is told the new one.
+MOVED = {'train.mask_rate': 'task_options.mask_rate',
+         'eval.beam_size': 'task_options.beam_size',
+         'eval.length_penalty': 'task_options.length_penalty'}
 
 
 def default_config() -> config_dict.ConfigDict:
@@ -26,8 +40,13 @@ def default_config() -> config_dict.ConfigDict:
   # (e.g. `dtype`); `num_classes` comes from the data set unless given.
   c.model = config_dict.ConfigDict({'name': 'cnn'})
   c.task = 'classification'  # 'classification' | 'causal_lm' | 'masked_lm' | 'seq2seq'
+  # The tasks' own settings, each declared with its default in its task's
+  # OPTIONS (deepl/tasks/): masked_lm's mask_rate, seq2seq's beam_size and
+  # length_penalty. Every task's are here so that any can be overridden; a
+  # run's config.json records its own task's only.
+  c.task_options = config_dict.ConfigDict(tasks.option_defaults())
   # A workdir or checkpoint folder to copy matching parameters from on a
-  # fresh start (fine-tuning): see deepl/init_from.py.
+  # fresh start (fine-tuning): see deepl.checkpoint.init_from.
   c.init_from = ''
 
   c.data = config_dict.ConfigDict()
@@ -40,8 +59,8 @@ def default_config() -> config_dict.ConfigDict:
   c.data.tokenizer = 'char'            # 'char' | 'word' | 'sentencepiece'
   c.data.vocab_size = 8000             # sentencepiece only
   c.data.min_count = 1                 # word only: rarer words become <unk>
-  c.data.max_length = 64               # classification: tokens per example;
-                                       # seq2seq: source tokens per example
+  c.data.max_length = 64               # text classification, masked LM: tokens per example
+  c.data.max_source = 64               # seq2seq: source tokens per example
   c.data.max_target = 64               # seq2seq: target tokens, BOS/EOS not counted
   c.data.context = 128                 # causal LM: tokens per training window
   # Classification text: sort each epoch by length within chunks of this many
@@ -62,8 +81,6 @@ def default_config() -> config_dict.ConfigDict:
   # Transformers: recompute each block's activations in the backward pass
   # (less memory for about a third more compute).
   c.train.remat = False
-  # masked_lm: the share of each sequence's tokens to predict (BERT: 0.15).
-  c.train.mask_rate = 0.15
 
   c.optim = config_dict.ConfigDict()
   c.optim.name = 'sgd'
@@ -85,8 +102,6 @@ def default_config() -> config_dict.ConfigDict:
   c.eval = config_dict.ConfigDict()
   c.eval.every_steps = 500
   c.eval.batch_size = 0            # 0: the train batch size
-  c.eval.beam_size = 1             # seq2seq: 1 decodes greedily, more = beam search
-  c.eval.length_penalty = 0.6      # seq2seq beam search: GNMT alpha, 0 = raw log p
 
   c.checkpoint = config_dict.ConfigDict()
   c.checkpoint.every_steps = 500
@@ -147,7 +162,6 @@ def sibling_config(this_file: str, name: str, arg=None) -> config_dict.ConfigDic
   loaded by path (config_flags), not imported as a package.
   """
   import importlib.util  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   path = os.path.join(os.path.dirname(os.path.abspath(this_file)), f'{name}.py')
   spec = importlib.util.spec_from_file_location(f'deepl_experiment_{name}', path)
   module = importlib.util.module_from_spec(spec)
@@ -166,32 +180,27 @@ def flatten(d, prefix=''):
   return out
 
 
-COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
-
-
 def compute_dtype(config) -> str:
   """The dtype the model computes in: model.dtype if the experiment sets it."""
   return str(config.model.get('dtype') or config.train.compute_dtype)
 
 
 def validate(config: config_dict.ConfigDict) -> None:
-  """Raises UserError naming the first bad key and how to fix it."""
-  defaults = flatten(default_config())
-  given = flatten(config)
-  for key, value in given.items():
-    if key not in defaults:
-      raise UserError(f"unknown config key '{key}'{suggest(key, defaults)}")
-    default = defaults[key]
-    if default is not None and value is not None and not _same_type(default, value):
-      raise UserError(
-          f"config.{key}={value!r} has type {type(value).__name__}; "
-          f"expected {type(default).__name__} (like the default {default!r})")
+  """Every check of a config, in one place: raises UserError naming the first bad key and the fix.
+
+  Reads no data and runs no JAX computation, so a typo fails at once rather
+  than after a download. The command line calls it once, before anything
+  else. (Whether the batch divides the devices is checked where the devices
+  are known: deepl/parallel.py.)
+  """
+  _check_keys(config)
   if not isinstance(config.model.get('name'), str):
     raise UserError("config.model.name must be a model name, e.g. 'cnn'")
+  given = flatten(config)
   positive = ('train.batch_size', 'train.num_steps', 'train.log_every_steps',
               'eval.every_steps', 'checkpoint.every_steps', 'checkpoint.keep',
-              'data.vocab_size', 'data.min_count', 'data.max_length', 'data.context',
-              'data.max_target', 'eval.beam_size')
+              'data.vocab_size', 'data.min_count', 'data.max_length', 'data.max_source',
+              'data.context', 'data.max_target')
   for key in positive:
     if given[key] <= 0:
       raise UserError(f'config.{key}={given[key]} must be a positive integer')
@@ -224,6 +233,52 @@ def validate(config: config_dict.ConfigDict) -> None:
                     "'xla' or 'auto', or config.kernels to 'xla'")
   if config.checkpoint.best_mode not in ('max', 'min'):
     raise UserError("config.checkpoint.best_mode must be 'max' or 'min'")
+  _check_task(config)
+  fields = models.check_config(config.model.name, model_kwargs(config))
+  if config.train.remat and 'remat' not in fields:
+    raise UserError(f"model {config.model.name!r} has no remat option (the transformers "
+                    'have): set train.remat=False')
+  datasets.check_name(config.data.name)
+  augment.check_name(config.data.augment)
+  if config.data.tokenizer not in tokenizers.KINDS:
+    raise UserError(f'config.data.tokenizer={config.data.tokenizer!r} is unknown'
+                    f'{suggest(config.data.tokenizer, tokenizers.KINDS)}; use one of '
+                    f'{", ".join(tokenizers.KINDS)}')
+  optim.validate(config.optim, config.train.num_steps)
+
+
+def unknown_key(key: str, known) -> str:
+  """The error for a config key that is not one: where it moved, or the close match."""
+  if key in MOVED:
+    return f"config key '{key}' is now '{MOVED[key]}'"
+  return f"unknown config key '{key}'{suggest(key, known)}"
+
+
+def _check_keys(config) -> None:
+  defaults = flatten(default_config())
+  for key, value in flatten(config).items():
+    if key not in defaults:
+      raise UserError(unknown_key(key, defaults))
+    default = defaults[key]
+    if default is not None and value is not None and not _same_type(default, value):
+      raise UserError(
+          f"config.{key}={value!r} has type {type(value).__name__}; "
+          f"expected {type(default).__name__} (like the default {default!r})")
+
+
+def _check_task(config) -> None:
+  """The task's name, and options only it takes: another task's, changed, would be ignored."""
+  task = tasks.get(config.task)
+  for option, default in tasks.option_defaults().items():
+    value = config.task_options[option]
+    if option not in task.OPTIONS and value != default:
+      takes = ', '.join(task.OPTIONS) or 'none'
+      raise UserError(f'config.task_options.{option}={value!r}: task {config.task!r} does not '
+                      f'take it (its options: {takes})')
+  for option, value in task.options(config).items():
+    if isinstance(value, float) and not math.isfinite(value):
+      raise UserError(f'config.task_options.{option}={value!r} must be a finite number')
+  task.check(config)
 
 
 def _same_type(default, value) -> bool:
@@ -241,21 +296,40 @@ def model_kwargs(config: config_dict.ConfigDict) -> dict:
 
 
 def to_json(config: config_dict.ConfigDict) -> str:
-  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+  """config.json: the whole config, with its own task's options only."""
+  saved = config.to_dict()
+  own = tasks.TASKS[config.task].OPTIONS if config.task in tasks.TASKS else {}
+  saved['task_options'] = {k: v for k, v in saved.get('task_options', {}).items() if k in own}
+  return json.dumps(saved, indent=2, sort_keys=True, default=str)
 
 
 def load_run_config(workdir: str) -> config_dict.ConfigDict:
-  """The resolved config a run wrote to workdir/config.json."""
+  """The resolved config a run wrote to workdir/config.json, written by any version of deepl."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise UserError(f'{workdir} holds no run (no config.json): train one with '
                     f'deepl train --workdir={workdir}')
   with open(path) as f:
-    saved = json.load(f)
+    saved = upgrade(json.load(f))
   # Keys added to deepl since the run was written take their defaults.
   config = default_config()
   _merge(config, saved)
   return config
+
+
+def upgrade(saved: dict) -> dict:
+  """A config.json dict of an earlier deepl in today's keys (see MOVED)."""
+  saved = copy.deepcopy(saved)
+  for old, new in MOVED.items():
+    old_section, old_key = old.split('.')
+    new_section, new_key = new.split('.')
+    if old_key in saved.get(old_section, {}):
+      saved.setdefault(new_section, {})[new_key] = saved[old_section].pop(old_key)
+  data = saved.get('data', {})
+  # data.max_length was also seq2seq's source length before data.max_source.
+  if saved.get('task') == 'seq2seq' and 'max_source' not in data and 'max_length' in data:
+    data['max_source'] = data['max_length']
+  return saved
 
 
 def _merge(config: config_dict.ConfigDict, saved: dict) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from deepl import kernels
 from deepl import sharding
 from deepl.errors import UserError
 
@@ -47,6 +48,20 @@ def _on_cpu_with_many_devices() -> bool:
   return jax.devices()[0].platform == 'cpu' and jax.local_device_count() > 1
 
 
+class _Runner:
+
+  sync_each_step = False
+
+  def throttle(self, previous, current) -> None:
+    """Keeps at most one step queued behind the running one.
+
+    The host still overlaps the next batch with compute, but a SIGTERM is
+    answered within a step or two instead of after every queued step has run.
+    `previous`, `current`: the outputs of the step before and of this one.
+    """
+    jax.block_until_ready(current if self.sync_each_step else previous)
+
+
 class _InRules:
   """A jitted function called (and so traced) with the mesh and logical axis rules in force."""
 
@@ -62,7 +77,7 @@ class _InRules:
       return self._jitted.lower(*args)
 
 
-class MeshRunner:
+class MeshRunner(_Runner):
   """The state sharded by the models' logical axes, the batch over ('data', 'fsdp')."""
 
   mode = 'jit'
@@ -129,7 +144,7 @@ class MeshRunner:
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
-class PmapRunner:
+class PmapRunner(_Runner):
   """`jax.pmap` over this process's devices; the state has a leading device axis."""
 
   mode = 'pmap'
@@ -180,7 +195,20 @@ class PmapRunner:
     return jax.tree.map(lambda x: np.asarray(x[0]), tree)
 
 
-def make_runner(mode: str, compiler_options=None, mesh=None, rules=None, *, model='the model'):
-  """The runner of config.parallel over config.mesh (rules: config.mesh.rules)."""
-  return {'jit': MeshRunner, 'pmap': PmapRunner}[mode](compiler_options, mesh, rules,
-                                                       model=model)
+def make_runner(config, *, for_training: bool = True, compiler_options=None):
+  """The runner config.parallel names, compiled with config.kernels' XLA options.
+
+  for_training: on config.mesh (rules: config.mesh.rules), once the train and
+  eval batches fit it. Otherwise, to read a finished run whatever mesh trained
+  it: data parallel over this process's devices, once the eval batch fits.
+  compiler_options: instead of the layer set's (tools/kernel_gains.py).
+  """
+  mesh, rules = (config.mesh, config.mesh.rules) if for_training else (None, None)
+  if compiler_options is None:
+    compiler_options = kernels.compiler_options(config.kernels)
+  runner = {'jit': MeshRunner, 'pmap': PmapRunner}[config.parallel](
+      compiler_options, mesh, rules, model=config.model.name)
+  if for_training:
+    runner.check_batch(config.train.batch_size)
+  runner.check_batch(config.eval.batch_size or config.train.batch_size, 'eval.batch_size')
+  return runner

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from deepl import models
-from deepl import sampling
+from deepl.inference import decoding
 from deepl.models import gpt
 from deepl.models import transformer
 from deepl.models import vit
@@ -325,9 +325,9 @@ def test_bfloat16_keeps_float32_params_and_logits():
 
 def test_sampler_generates_deterministically():
   model, variables = _tiny_gpt()
-  first = sampling.generate(model, variables['params'], [1, 2, 3], 9, seed=0)
+  first = decoding.generate(model, variables['params'], [1, 2, 3], 9, seed=0)
   assert len(first) == 9 and all(0 <= t < VOCAB for t in first)
-  assert sampling.generate(model, variables['params'], [1, 2, 3], 9,
+  assert decoding.generate(model, variables['params'], [1, 2, 3], 9,
                            seed=0) == first
 
 

@@ -5,12 +5,12 @@
       [--config.train.batch_size=32 ...]
 
 The step is the one `deepl train` compiles: the experiment's task, model and
-optimizer (`train.make_task`, `optim.make_optimizer`), `train.train_step`
-through the runner of config.parallel, the state from `train.initial_state`.
-Only the data is made up: random examples of the shapes and dtypes the real
-source gives (images uint8 with random labels; text full-length token ids
-drawn Zipf-distributed, as text repeats its ids), so nothing is downloaded or
-prepared. A text model's vocabulary is --vocab_size, else the config's
+optimizer (`experiment.make_task`, `optim.make_optimizer`), `train.train_step`
+through the runner of config.parallel, the state from the experiment's
+`initial_state`. Only the data is made up: random examples of the shapes and
+dtypes the task's `batch_spec` gives (images uint8 with random labels; text
+full-length token ids drawn Zipf-distributed, as text repeats its ids), so
+nothing is downloaded or prepared. A text model's vocabulary is --vocab_size, else the config's
 model.vocab_size, else sentencepiece's data.vocab_size, else 65 for char
 (Tiny Shakespeare) or 16384 for word.
 
@@ -43,12 +43,15 @@ import numpy as np
 
 from deepl import config as config_lib
 from deepl import data as data_lib
+from deepl import experiment
 from deepl import kernels
-from deepl import main as cli
+from deepl import metering
 from deepl import optim
 from deepl import parallel
 from deepl import sharding
+from deepl import tasks
 from deepl import train
+from deepl.cli import main as cli
 from deepl.data import datasets
 from deepl.errors import UserError
 
@@ -93,8 +96,8 @@ def zipf_tokens(rng: np.random.Generator, low: int, high: int, shape) -> np.ndar
 class SyntheticSource:
   """Random examples with the shapes and dtypes of a real source; `gather` like one.
 
-  spec: field -> (per-example shape, dtype, low, high), values in [low, high);
-  dtype 'token' draws int32 ids with `zipf_tokens`.
+  spec: a task's `batch_spec`, field -> (per-example shape, dtype, low, high),
+  values in [low, high); dtype 'token' draws int32 ids with `zipf_tokens`.
   """
 
   def __init__(self, spec: dict, size: int = 1 << 20, seed: int = 0):
@@ -124,39 +127,21 @@ def text_vocab_size(config, vocab_size: int | None = None) -> int:
   return DEFAULT_VOCAB.get(config.data.tokenizer, 65)
 
 
-def batch_spec(config, features, num_classes, vocab: int) -> dict:
-  """field -> (shape, dtype, low, high) of one example, as deepl.data gives it."""
-  labels = ((), np.int32, 0, num_classes or 2)
-  if 'image' in features:
-    return {'image': (tuple(features['image'].shape), np.uint8, 0, 256), 'label': labels}
-  tokens = lambda n: ((n,), 'token', 1, vocab)  # never the pad id 0
-  full = lambda n: ((), np.int32, n, n + 1)      # every position real
-  if config.task == 'causal_lm':
-    return {'tokens': tokens(config.data.context + 1)}
-  if config.task == 'seq2seq':
-    return {'inputs': tokens(config.data.max_length),
-            'input_length': full(config.data.max_length),
-            'targets': tokens(config.data.max_target + 2)}
-  # classification and masked LM: every text at the longest bucket
-  return {'tokens': tokens(config.data.max_length), 'length': full(config.data.max_length),
-          'label': labels}
-
-
-def synthetic_setup(config, vocab_size: int | None = None) -> train.Setup:
-  """The `train.build` of `config` with random data in place of the data set."""
+def synthetic_experiment(config, vocab_size: int | None = None) -> experiment.Experiment:
+  """The `experiment.build` of `config` with random data in place of the data set."""
   features = datasets.get_builder(config.data.name).info.features  # no download
   num_classes = datasets.NUM_CLASSES.get(config.data.name)
-  is_image = 'image' in features
-  tokenizer = None if is_image else SyntheticTokenizer(text_vocab_size(config, vocab_size),
-                                                       config.data.tokenizer)
-  source = SyntheticSource(batch_spec(config, features, num_classes,
-                                      tokenizer and tokenizer.vocab_size))
-  dataset = data_lib.Dataset(
-      name=config.data.name, splits={'train': source}, num_classes=num_classes,
-      image_shape=tuple(features['image'].shape) if is_image else None)
-  task, init_task = train.make_task(config, dataset.num_classes, tokenizer)
+  image_shape = tuple(features['image'].shape) if 'image' in features else None
+  tokenizer = None if image_shape else SyntheticTokenizer(text_vocab_size(config, vocab_size),
+                                                          config.data.tokenizer)
+  spec = tasks.get(config.task).batch_spec(config, image_shape=image_shape,
+                                           num_classes=num_classes,
+                                           vocab_size=tokenizer and tokenizer.vocab_size)
+  dataset = data_lib.Dataset(name=config.data.name, splits={'train': SyntheticSource(spec)},
+                             num_classes=num_classes, image_shape=image_shape)
+  task, init_task = experiment.make_task(config, num_classes=num_classes, tokenizer=tokenizer)
   tx = optim.make_optimizer(config.optim, config.train.num_steps)
-  return train.Setup(dataset, dataset.splits, tokenizer, task, init_task, tx)
+  return experiment.Experiment(config, dataset, dataset.splits, tokenizer, task, init_task, tx)
 
 
 # --------------------------------------------------------------------- harness
@@ -174,26 +159,20 @@ class Harness:
     """compiler_options: XLA's options for the step; default the layer set's, as deepl train's."""
     self.config = config = config.copy_and_resolve_references()
     kernels.resolve_config(config)  # as deepl train does
-    if compiler_options is None:
-      compiler_options = kernels.compiler_options(config.kernels)
-    self.runner = runner = parallel.make_runner(config.parallel, compiler_options, config.mesh,
-                                                config.mesh.rules, model=config.model.name)
+    self.runner = runner = parallel.make_runner(config, compiler_options=compiler_options)
     batch_size = config.train.batch_size
-    runner.check_batch(batch_size)
-    setup = synthetic_setup(config, vocab_size)
-    self.state = train.initial_state(setup, config, runner)
-    source = setup.splits[setup.dataset.train_split]
-    host_batch = source.gather(np.arange(batch_size // jax.process_count()))
+    exp = synthetic_experiment(config, vocab_size)
+    self.state = exp.initial_state(runner)
+    host_batch = exp.train_source.gather(np.arange(batch_size // jax.process_count()))
     # The counts `deepl train` logs: the global step's tokens and FLOPs (scans
     # counted per trip, and XLA's own number), and the device peak.
-    self.cost = train.StepCost(setup, config, runner, self.state)
+    self.cost = metering.StepCost(train.train_step, exp, self.state, runner)
     self.tokens_per_step, self.flops_per_step, self.xla_flops_per_step = self.cost.counts(
         host_batch)
     self.num_params = sum(x.size for x in jax.tree.leaves(runner.to_saveable(self.state).params))
 
     self.batch = runner.put_batch(host_batch)
-    step = runner.compile_train(functools.partial(train.train_step, task=setup.task,
-                                                  tx=setup.tx))
+    step = runner.compile_train(functools.partial(train.train_step, task=exp.task, tx=exp.tx))
     start = time.perf_counter()
     self.step = step.lower(self.state, self.batch).compile()
     self.compile_seconds = time.perf_counter() - start
@@ -273,9 +252,8 @@ def state_memory(config, *, vocab_size: int | None = None) -> dict:
   """
   config = config.copy_and_resolve_references()
   kernels.resolve_config(config)
-  runner = parallel.make_runner(config.parallel, kernels.compiler_options(config.kernels),
-                                config.mesh, config.mesh.rules, model=config.model.name)
-  state = train.initial_state(synthetic_setup(config, vocab_size), config, runner)
+  runner = parallel.make_runner(config)
+  state = synthetic_experiment(config, vocab_size).initial_state(runner)
   return {'model': config.model.name, 'num_params': int(sum(x.size for x in jax.tree.leaves(
               runner.to_saveable(state).params))),
           'mesh': dict(runner.mesh.shape) if config.parallel == 'jit' else None,

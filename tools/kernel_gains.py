@@ -39,7 +39,7 @@ import benchmark  # tools/benchmark.py: the harness and the shared flags
 from deepl import kernels
 from deepl.kernels import cpu
 from deepl.kernels.cpu import conv
-from deepl.main import fail
+from deepl.cli.main import fail
 from deepl.models import layers
 
 PIECES = ('conv', 'conv_shift', 'conv_pairs', 'conv_stride2', 'conv_buffer', 'batch_norm',

@@ -49,7 +49,7 @@ import numpy as np
 
 import benchmark  # tools/benchmark.py: the JAX harness and the shared flags
 from deepl import config as config_lib
-from deepl import main as cli
+from deepl.cli import main as cli
 
 try:
   import torch

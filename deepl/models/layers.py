@@ -17,10 +17,10 @@ Sharding is metadata. Every parameter's initialiser goes through `axes`,
 which names its dimensions with logical axes ('embed', 'mlp', 'heads',
 'vocab', 'conv_out', ...), and activations go through `constrain`. Both act
 only inside flax's `nn.logical_axis_rules(...)` (deepl's sharded runs set it,
-deepl/sharding.py): there `init` returns `nn.LogicallyPartitioned` boxes and
-activations get sharding constraints. Outside it, which is how anyone who
-ignores sharding calls a model, `init` returns plain arrays and no constraint
-is traced.
+deepl/sharding.py): there `init` returns `nn.LogicallyPartitioned` boxes and,
+with a mesh set too, activations get sharding constraints. Outside it, which
+is how anyone who ignores sharding calls a model, `init` returns plain arrays
+and no constraint is traced.
 """
 
 import dataclasses
@@ -61,11 +61,20 @@ class LayerSet:
 
 
 def axes(init: Callable[..., jax.Array], *names: str | None) -> Callable[..., Any]:
-  """`init`, whose arrays carry the logical axis `names` under flax's logical axis rules."""
+  """`init`, whose arrays carry the logical axis `names` under flax's logical axis rules.
+
+  Only while no mesh is set: that is when deepl traces a state's shapes to
+  read the names. Under a mesh (the steps) flax still runs initialisers
+  abstractly in `apply`, to check the given parameters' shapes, and a box
+  there would constrain DenseGeneral's flattened kernel with its full-rank
+  names.
+  """
   partitioned = nn.with_logical_partitioning(init, names)
 
   def init_fn(*args, **kwargs):
-    return partitioned(*args, **kwargs) if nn.get_logical_axis_rules() else init(*args, **kwargs)
+    if nn.get_logical_axis_rules() and jax.sharding.get_abstract_mesh().empty:
+      return partitioned(*args, **kwargs)
+    return init(*args, **kwargs)
 
   return init_fn
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from deepl import checkpoint
 from deepl import config as config_lib
+from deepl import experiment
 from deepl import kernels
-from deepl import train
 from deepl.data import datasets
 from deepl.data import tokenizers
 
@@ -46,6 +46,7 @@ def load(workdir: str, config=None, step: int | None = None) -> TrainedRun:
   image_shape = tuple(features['image'].shape) if 'image' in features else None
   # Every other run saved its tokenizer: one without fails here, saying so.
   tokenizer = None if image_shape else tokenizers.load(os.path.join(workdir, 'tokenizer'))
-  task, _ = train.make_task(config, datasets.NUM_CLASSES.get(config.data.name), tokenizer)
-  step, variables = checkpoint.restore_variables(os.path.join(workdir, 'checkpoints'), step)
+  task, _ = experiment.make_task(config, num_classes=datasets.NUM_CLASSES.get(config.data.name),
+                                 tokenizer=tokenizer)
+  step, variables = checkpoint.read_variables(os.path.join(workdir, 'checkpoints'), step)
   return TrainedRun(config, tokenizer, image_shape, task, variables, step)
