@@ -11,6 +11,7 @@ import json
 import math
 import os
 
+from etils import epath
 from ml_collections import config_dict
 
 from deepl import models
@@ -305,12 +306,11 @@ def to_json(config: config_dict.ConfigDict) -> str:
 
 def load_run_config(workdir: str) -> config_dict.ConfigDict:
   """The resolved config a run wrote to workdir/config.json, written by any version of deepl."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / 'config.json'
+  if not path.exists():
     raise UserError(f'{workdir} holds no run (no config.json): train one with '
                     f'deepl train --workdir={workdir}')
-  with open(path) as f:
-    saved = upgrade(json.load(f))
+  saved = upgrade(json.loads(path.read_text()))
   # Keys added to deepl since the run was written take their defaults.
   config = default_config()
   _merge(config, saved)

@@ -10,8 +10,6 @@ kind of problem is the task's (deepl/tasks/): this file names none.
 
 import dataclasses
 import functools
-import os
-import shutil
 from typing import Any
 
 import jax
@@ -26,6 +24,7 @@ from deepl import models
 from deepl import optim
 from deepl import parallel
 from deepl import tasks
+from deepl import workdir as workdir_lib
 from deepl.data import tokenizers
 from deepl.state import init_state
 from deepl.state import TrainState
@@ -125,8 +124,8 @@ def _tokenizer(config, dataset, workdir: str):
   A fine-tuning run must see the token ids its parameters were trained on;
   a resumed run, the ids it started with.
   """
-  path = os.path.join(workdir, 'tokenizer')
-  if os.path.isdir(path):
+  path = workdir_lib.path(workdir) / 'tokenizer'
+  if path.is_dir():
     return tokenizers.load(path)
   pretrained = config.init_from and checkpoint.tokenizer_dir(config.init_from)
   if pretrained:
@@ -139,11 +138,12 @@ def _tokenizer(config, dataset, workdir: str):
   return tokenizer
 
 
-def _save_tokenizer(tokenizer, path: str) -> None:
+def _save_tokenizer(tokenizer, path) -> None:
   """Process 0 saves aside and renames: other processes see all of it or none."""
   if jax.process_index() != 0:
     return
-  aside = path + '.tmp'
-  shutil.rmtree(aside, ignore_errors=True)
+  aside = path.parent / (path.name + '.tmp')
+  if aside.exists():
+    aside.rmtree()
   tokenizer.save(aside)
-  os.rename(aside, path)
+  aside.rename(path)

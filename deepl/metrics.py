@@ -12,11 +12,12 @@ step are dropped: the resumed run logs them again, identically.
 """
 
 import json
-import os
 import sys
 
 import numpy as np
 import tqdm
+
+from deepl import workdir as workdir_lib
 
 
 def summarize(sums: dict) -> dict:
@@ -117,28 +118,29 @@ def format_row(step: int, total_steps: int, split: str, metrics: dict) -> str:
 
 
 def read_rows(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
+  path = workdir_lib.path(workdir) / 'metrics.jsonl'
+  if not path.exists():
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 class MetricWriter:
 
   def __init__(self, workdir: str, *, total_steps: int, start_step: int, enabled: bool):
     self.enabled = enabled
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = workdir_lib.path(workdir) / 'metrics.jsonl'
+    self._remote = workdir_lib.is_remote(workdir)
+    self._rows = []
     self._total_steps = total_steps
     self._tb = None
     self._bar = None
     if not enabled:
       return
-    kept = [r for r in read_rows(workdir) if r['step'] <= start_step]
-    with open(self.path, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in kept)
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self._rows = [json.dumps(r) + '\n' for r in read_rows(workdir) if r['step'] <= start_step]
+    self.path.write_text(''.join(self._rows))
+    if not self._remote:  # tensorboardX writes to a bucket only with its own cloud clients
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(str(workdir_lib.path(workdir) / 'tensorboard'))
     # A live bar on a terminal; plain lines in a log file or a CI log.
     self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
                           dynamic_ncols=True, file=sys.stderr, mininterval=0.5,
@@ -153,10 +155,16 @@ class MetricWriter:
       return
     row = {'step': int(step), 'split': split}
     row.update({k: float(np.asarray(v)) for k, v in metrics.items()})
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(row) + '\n')
-    for k, v in metrics.items():
-      self._tb.add_scalar(f'{split}/{k}', float(v), int(step))
+    line = json.dumps(row) + '\n'
+    self._rows.append(line)
+    if self._remote:  # a bucket's objects cannot be appended to: the file is written anew
+      self.path.write_text(''.join(self._rows))
+    else:
+      with self.path.open('a') as f:
+        f.write(line)
+    if self._tb is not None:
+      for k, v in metrics.items():
+        self._tb.add_scalar(f'{split}/{k}', float(v), int(step))
     # tqdm.write keeps the bar below the line on a terminal.
     tqdm.tqdm.write(format_row(step, self._total_steps, split, metrics), file=sys.stdout)
     sys.stdout.flush()  # a log file sees each row as it happens

@@ -56,7 +56,11 @@ DEFAULT_RULES = {
     'act_mlp': 'tensor',
     'act_heads': 'tensor',
     'act_kv': '',
-    'act_vocab': 'tensor',
+    # Whole by default: with logits split over tensor and the batch over data and
+    # fsdp, jaxlib 0.10.2's partitioner returned wrong gradients through BERT's
+    # tied masked-LM head on a (2, 2, 2) mesh (tests/test_meshes.py); a constraint
+    # must never change a value, so it stays off until that is fixed.
+    'act_vocab': '',
 }
 # Logical axes that must divide by their mesh axes: splitting them is what the mesh asks for.
 _STRICT = {'heads': 'model.num_heads'}

@@ -12,7 +12,6 @@ ends with the same params and metrics as one that was never stopped.
 
 import functools
 import math
-import os
 import time
 
 import jax
@@ -75,7 +74,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
 
   # --- Checkpoint ------------------------------------------------------------
   ckpt = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, 'checkpoints'), keep=config.checkpoint.keep,
+      workdir_lib.path(workdir) / 'checkpoints', keep=config.checkpoint.keep,
       best_metric=config.checkpoint.best_metric, best_mode=config.checkpoint.best_mode)
   start_step, state, window = _restore(config, workdir, ckpt, runner, state, train_iter)
 
@@ -96,7 +95,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   eval_metrics = None
   due = lambda every: step % every == 0 or step == num_steps
   with Preemption() as preemption:
-    while step < num_steps and not preemption.requested:
+    while step < num_steps and not preemption.stop(step):
       t_start_step = time.perf_counter()
       host_batch = next(train_iter)
       batch = runner.put_batch(host_batch)
@@ -133,7 +132,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   eval_metrics = eval_metrics or evaluate(state, exp.eval_source)  # a finished run: report only
   if primary:
     print(f'deepl: done: {_headline(exp.dataset.eval_split, eval_metrics)} after {step} steps, '
-          f'{time.time() - t_start:.0f} s; run written to {os.path.abspath(workdir)}', flush=True)
+          f'{time.time() - t_start:.0f} s; run written to {workdir_lib.path(workdir)}', flush=True)
   return eval_metrics
 
 

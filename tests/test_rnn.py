@@ -14,7 +14,6 @@ import pytest
 
 from deepl import models
 from deepl.models import rnn
-from tests import helpers
 
 CELLS = ('rnn', 'lstm', 'gru')
 TINY = dict(embed_dim=4, hidden_dim=5)

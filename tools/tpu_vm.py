@@ -10,7 +10,8 @@ The plan, each step a gcloud command:
   2. put the code on every worker: this checkout's tracked files as a tarball
      (default), or `git clone` of --repo at --ref;
   3. install it on every worker with the README's command, `pip install .`,
-     plus `jax[tpu]`, in a virtual environment;
+     plus `jax[tpu]` and the `gcs` extra (gs:// workdirs), in a virtual
+     environment;
   4. run `deepl train --distributed ARGS` on every worker at once (one ssh per
      worker; jax.distributed.initialize() finds the slice's coordinator
      itself), each worker's output in runs/launch/NAME/worker-I.log. If one
@@ -114,9 +115,9 @@ def make_plan(train_args: list[str], tarball: str = 'deepl.tar.gz') -> Plan:
   else:
     setup.append(_gcloud('scp', tarball, f'{FLAGS.name}:~/deepl.tar.gz', '--worker=all'))
     setup.append(_ssh(f'rm -rf {CODE} && mkdir -p {CODE} && tar xzf ~/deepl.tar.gz -C {CODE}'))
-  # The README's install command, then the TPU runtime for JAX.
+  # The README's install command, then the TPU runtime for JAX and gs:// paths.
   setup.append(_ssh(f'python3 -m venv {VENV} && . {VENV}/bin/activate && cd {CODE} && '
-                    "pip install -q . && pip install -q 'jax[tpu]'"))
+                    "pip install -q . && pip install -q 'jax[tpu]' '.[gcs]'"))
   train = ' '.join(shlex.quote(a) for a in ['deepl', 'train', '--distributed', *train_args])
   run = f'. {VENV}/bin/activate && cd {CODE} && {train}'
   return Plan(setup=setup, workers=[_ssh(run, worker=i) for i in range(workers)],
@@ -161,15 +162,19 @@ def run_workers(commands: list[list[str]], logs: pathlib.Path, *, env=None,
     print(f'launch: worker {i}: pid {procs[-1].pid}, log {logs / f"worker-{i}.log"}', flush=True)
   code = 0
   try:
-    while any(p.poll() is None for p in procs):
+    while any([p.poll() is None for p in procs]):  # a list: every worker polled
       failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in (None, 0)]
       if failed:
         i, code = failed[0]
-        print(f'launch: worker {i} exited with code {code}: stopping the others', flush=True)
+        how = (f'was killed by {signal.Signals(-code).name}' if code < 0 else
+               f'exited with code {code}')
+        print(f'launch: worker {i} {how}: stopping the others', flush=True)
+        code = 128 - code if code < 0 else code  # a shell's code for a signal
         break
       time.sleep(poll)
     else:
       code = next((p.returncode for p in procs if p.returncode), 0)
+      code = 128 - code if code < 0 else code
   except KeyboardInterrupt:
     code = 130
   finally:

@@ -8,12 +8,12 @@ are the ones `deepl train` would log for that split. Nothing in the workdir
 is written.
 """
 
-import os
 
 import numpy as np
 import optax
 
 from deepl import checkpoint
+from deepl import workdir as workdir_lib
 from deepl import evaluation
 from deepl import experiment
 from deepl import kernels
@@ -51,7 +51,7 @@ def evaluate_run(config, workdir: str, *, split: str | None = None,
   # The model's variables placed as the runner places them, and no optimizer
   # state (optax.identity keeps none): evaluation reads params and model state only.
   fresh = runner.to_saveable(exp.initial_state(runner, tx=optax.identity()))
-  step, variables = checkpoint.read_variables(os.path.join(workdir, 'checkpoints'), step,
+  step, variables = checkpoint.read_variables(workdir_lib.path(workdir) / 'checkpoints', step,
                                               like=fresh.params)
   params = variables.pop('params')
   state = runner.from_saveable(fresh.replace(step=np.int32(step), params=params,

@@ -18,7 +18,9 @@ the flags.
 """
 
 import os
+import socket
 import sys
+import time
 
 from absl import flags
 from absl import logging
@@ -44,6 +46,8 @@ flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, '
                     'for multi-process runs outside TPU/SLURM auto-detection.')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-process runs).')
 flags.DEFINE_integer('process_id', None, 'This process\'s index (multi-process runs).')
+flags.DEFINE_integer('distributed_timeout', 300, 'Seconds to wait for the coordinator of a '
+                     'multi-process run before giving up.')
 
 flags.DEFINE_string('compilation_cache', os.path.join('~', '.cache', 'deepl', 'xla'),
                     'Persistent XLA compilation cache: a rerun or resume of the same '
@@ -185,6 +189,31 @@ def _use_compilation_cache(folder: str) -> None:
   jax.config.update('jax_compilation_cache_dir', os.path.expanduser(folder))
 
 
+def _initialize_distributed(address, num_processes, process_id, timeout: int) -> None:
+  """jax.distributed.initialize, with a coordinator that never answers as one line.
+
+  JAX aborts the process when its deadline passes; so a process that is not
+  the coordinator first waits, at most `timeout` s, for the coordinator's
+  port to accept a connection. TPU VMs and SLURM find the address themselves
+  (address None): there JAX's own deadline is the bound.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if address and process_id:
+    host, _, port = address.rpartition(':')
+    deadline = time.monotonic() + timeout
+    while True:
+      try:
+        socket.create_connection((host or 'localhost', int(port)), timeout=2).close()
+        break
+      except (OSError, ValueError):
+        if time.monotonic() > deadline:
+          raise UserError(f'no coordinator answered at {address} within {timeout} s: start '
+                          'process 0 there, or fix --coordinator_address') from None
+        time.sleep(0.5)
+  jax.distributed.initialize(address, num_processes, process_id,
+                             initialization_timeout=timeout)
+
+
 def run(argv=None):
   argv = sys.argv if argv is None else argv
   command, config, workdir = parse(argv)
@@ -198,9 +227,8 @@ def run(argv=None):
     run_config = config if command == 'train' else config_lib.load_run_config(workdir)
     _use_compilation_cache(FLAGS.compilation_cache)
     if FLAGS.distributed or FLAGS.coordinator_address or FLAGS.num_processes:
-      import jax  # pylint: disable=g-import-not-at-top
-      jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                                 FLAGS.process_id)
+      _initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                              FLAGS.distributed_timeout)
     module.run(run_config, workdir, FLAGS)
   except UserError as err:
     fail(str(err))
