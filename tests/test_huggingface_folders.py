@@ -239,9 +239,11 @@ def test_half_precision_weights_load_as_float32(bert_folder, tmp_path):
   assert {x.dtype for x in jax.tree.leaves(loaded)} == {np.dtype(np.float32)}
 
 
-def test_neither_transformers_nor_torch_is_imported(gpt_folder):
-  code = ('import sys, deepl, deepl.models; from deepl.interop import huggingface; '
-          f'huggingface.load({str(gpt_folder[2])!r}); '
+def test_neither_transformers_nor_torch_is_imported(gpt_folder, tmp_path):
+  (tmp_path / 'vocab.txt').write_text('[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nword\n')
+  code = ('import sys, deepl, deepl.models, deepl.cli.main, deepl.pretrained; '
+          'from deepl.interop import huggingface; from deepl.data import tokenizers; '
+          f'huggingface.load({str(gpt_folder[2])!r}); tokenizers.build("hf:{tmp_path}", []); '
           "print(sorted({'torch', 'transformers', 'tensorflow'} & set(sys.modules)))")
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})

@@ -55,8 +55,8 @@ DEFAULT_MASK_ID = 103
 _GELU = {'gelu': False, 'gelu_new': True, 'gelu_pytorch_tanh': True}
 
 
-def owns(model) -> bool:
-  return isinstance(model, tuple(SAVED_ARCHITECTURES))
+def owns(model_class: type) -> bool:
+  return issubclass(model_class, tuple(SAVED_ARCHITECTURES))
 
 
 def mask_token_id(folder: str, vocab_size: int) -> int:

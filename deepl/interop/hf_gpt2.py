@@ -35,8 +35,8 @@ HEADS = ()
 _GELU = {'gelu_new': True, 'gelu_pytorch_tanh': True, 'gelu': False}
 
 
-def owns(model) -> bool:
-  return isinstance(model, gpt.GPT)
+def owns(model_class: type) -> bool:
+  return issubclass(model_class, gpt.GPT)
 
 
 def model_fields(config: dict, architecture: str, where: str, folder: str) -> tuple[str, dict]:

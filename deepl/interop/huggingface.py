@@ -25,17 +25,20 @@ warns of both. deepl has no dropout on the attention probabilities: a loaded
 model's `dropout` is HF's hidden (residual) rate, and `save` writes 0 as the
 attention rate.
 
-For starting a run from a folder (config.init_from='hf:PATH') and exporting
-one, the pieces are public: `read_config`, `read_state_dict`,
-`model_fields`, `from_state_dict` / `to_state_dict` (the parameter mapping,
-both ways), `to_config`, and `load_params`, which copies a folder's weights
-into an existing model's params as deepl.init_from does for a run.
+A run starts from a folder with config.init_from='hf:PATH' (deepl/pretrained.py:
+`fields_for` fills in the model fields the config leaves out, `check_weights`
+fails early, `load_params` copies the weights into the fresh params as
+deepl.checkpoint.init_from does from a run), and `deepl export` writes a run
+back with `save`. The parameter mapping is public both ways:
+`from_state_dict` / `to_state_dict`, with `read_config`, `read_state_dict`,
+`model_fields` and `to_config`.
 
 Neither transformers nor torch is imported: safetensors' numpy API reads and
 writes the weights. Only a pytorch_model.bin needs torch, imported then.
 Every problem with a folder is one UserError line naming the file and the fix.
 """
 
+import dataclasses
 import json
 import os
 import warnings
@@ -91,10 +94,12 @@ def read_config(path) -> dict:
   return config
 
 
-def _read_safetensors(file: str) -> dict[str, np.ndarray]:
+def _read_safetensors(file: str, tensors: bool = True) -> dict[str, np.ndarray | None]:
+  """key -> array; with tensors=False, key -> None: the header only (a truncated file fails
+  either way: safetensors checks the header's offsets against the file's size)."""
   try:
     with safe_open(file, framework='np') as f:
-      return {key: f.get_tensor(key) for key in f.keys()}
+      return {key: f.get_tensor(key) if tensors else None for key in f.keys()}
   except (SafetensorError, OSError, ValueError) as err:
     raise UserError(f'{file} is damaged or incomplete ({err}): download or save it '
                     'again') from None
@@ -125,6 +130,16 @@ def weights_file(path) -> str:
       return os.path.join(folder, name)
   raise UserError(f'{folder} holds no weights ({WEIGHTS_FILE}, {INDEX_FILE} or {TORCH_FILE}): '
                   'save the model into it with save_pretrained, or download its weights')
+
+
+def check_weights(path) -> None:
+  """UserError unless the folder has its weights, and a safetensors file is whole.
+
+  Reads no tensor: for a run to fail at once, before it prepares its data.
+  """
+  file = weights_file(path)
+  if file.endswith(WEIGHTS_FILE):
+    _read_safetensors(file, tensors=False)
 
 
 def read_state_dict(path) -> dict[str, np.ndarray]:
@@ -180,11 +195,47 @@ def model_fields(path, config: dict | None = None) -> tuple[str, dict]:
 
 
 def _family(model):
+  """hf_gpt2 or hf_bert: the family of a model, or of a model class."""
+  model_class = model if isinstance(model, type) else type(model)
   for family in FAMILIES.values():
-    if family.owns(model):
+    if family.owns(model_class):
       return family
-  raise UserError(f'{type(model).__name__} has no Hugging Face equivalent here: deepl reads '
+  raise UserError(f'{model_class.__name__} has no Hugging Face equivalent here: deepl reads '
                   'and writes gpt, bert_mlm, bert_classifier and bert_token_classifier')
+
+
+def fields_for(path, model_class: type, given: dict | None = None) -> dict:
+  """The fields a model of `model_class` takes from the HF folder `path`.
+
+  Those of the folder's model (`model_fields`) that the class has, less the
+  number of classes, which a run's data decides (a classification head of
+  another size starts fresh). For a run started from the folder
+  (init_from='hf:PATH'): the config gives `given`, and fills in the rest.
+
+  Raises:
+    UserError: the folder is another kind of model; or a field in `given`
+      that decides the parameters' shapes or values differs from the
+      folder's, naming it and the folder's value.
+  """
+  family = _family(model_class)
+  config = read_config(path)
+  name, fields = model_fields(path, config)
+  where = os.path.join(os.fspath(path), CONFIG_FILE)
+  if FAMILIES[config['model_type']] is not family:
+    raise UserError(f'{where} is a {config["model_type"]} model ({name}), not a '
+                    f'{model_class.__name__}: use model {name!r}')
+  own = {field.name for field in dataclasses.fields(model_class)}
+  fields = {key: value for key, value in fields.items() if key in own and key != 'num_classes'}
+  given = {**fields, **(given or {})}
+  # mlp_dim 0 is 4 * width: the same as the folder's once the width is (which is reported)
+  resolved = lambda field, values: (
+      (values[field] or 4 * fields['width']) if field == 'mlp_dim' else values[field])
+  differ = [f'model.{field}={resolved(field, fields)!r} (not {resolved(field, given)!r})'
+            for field in family.STRUCTURE if resolved(field, fields) != resolved(field, given)]
+  if differ:
+    raise UserError(f'{where} is another {family.NAME} than this {model_class.__name__}: set '
+                    f'{", ".join(differ)}')
+  return fields
 
 
 def to_config(model) -> dict:
@@ -347,19 +398,7 @@ def load_params(path, model, params):
       (naming it and its value there), or shares no parameter with `model`.
   """
   family = _family(model)
-  config = read_config(path)
-  name, fields = model_fields(path, config)
-  where = os.path.join(os.fspath(path), CONFIG_FILE)
-  if FAMILIES[config['model_type']] is not family:
-    raise UserError(f'{where} is a {config["model_type"]} model ({name}), not a '
-                    f'{type(model).__name__}: use model {name!r}')
-  resolved = lambda field, value: (value or 4 * fields['width']) if field == 'mlp_dim' else value
-  differ = [f'model.{field}={resolved(field, fields[field])!r} (not '
-            f'{resolved(field, getattr(model, field))!r})' for field in family.STRUCTURE
-            if resolved(field, fields[field]) != resolved(field, getattr(model, field))]
-  if differ:
-    raise UserError(f'{where} is another {family.NAME} than this {type(model).__name__}: set '
-                    f'{", ".join(differ)}')
+  fields_for(path, type(model), {field: getattr(model, field) for field in family.STRUCTURE})
   leaves = _flat(params)
   flat, _, mismatched, _ = _convert(model, read_state_dict(path),
                                     {path_: leaf.shape for path_, leaf in leaves.items()})
