@@ -19,7 +19,8 @@ starts from the pre-trained encoder and tokenizer (only the pooler and head star
 2,105 + 576 s on 2 CPU cores. History and the recipes tried: docs/experiments.md.
 
 :hf takes the folder's model (its sizes and fields come from its config.json), weights and
-WordPiece tokenizer, adds a fresh pooler-fed head, and trains with BERT's fine-tuning recipe:
+WordPiece tokenizer, adds a fresh classifier on the [CLS] output (and a fresh pooler where the
+folder has none), and trains with BERT's fine-tuning recipe:
 AdamW at 2e-5, 10% warmup, batch 32, 3 epochs (6,315 steps), dropout 0.1; the best checkpoint
 by accuracy is kept. Not yet run here: no published weights are on this machine.
 """
