@@ -46,8 +46,10 @@ def default_config() -> config_dict.ConfigDict:
   # length_penalty. Every task's are here so that any can be overridden; a
   # run's config.json records its own task's only.
   c.task_options = config_dict.ConfigDict(tasks.option_defaults())
-  # A workdir or checkpoint folder to copy matching parameters from on a
-  # fresh start (fine-tuning): see deepl.checkpoint.init_from.
+  # Where a fresh start copies matching parameters from (fine-tuning): a
+  # workdir or checkpoint folder (deepl.checkpoint.init_from), or 'hf:PATH', a
+  # Hugging Face model folder, which also gives the model fields the config
+  # leaves out (deepl/pretrained.py). Its tokenizer, if it has one, comes along.
   c.init_from = ''
 
   c.data = config_dict.ConfigDict()
@@ -57,7 +59,7 @@ def default_config() -> config_dict.ConfigDict:
   c.data.augment = 'none'              # images: 'none' | 'crop' | 'crop_flip'
   # Text: the tokenizer is built from the train split on the first run and
   # saved in workdir/tokenizer, so eval, resumes and sampling reuse it.
-  c.data.tokenizer = 'char'            # 'char' | 'word' | 'sentencepiece'
+  c.data.tokenizer = 'char'            # 'char' | 'word' | 'sentencepiece' | 'hf:PATH'
   c.data.vocab_size = 8000             # sentencepiece only
   c.data.min_count = 1                 # word only: rarer words become <unk>
   c.data.max_length = 64               # text classification, masked LM: tokens per example
@@ -241,10 +243,11 @@ def validate(config: config_dict.ConfigDict) -> None:
                     'have): set train.remat=False')
   datasets.check_name(config.data.name)
   augment.check_name(config.data.augment)
-  if config.data.tokenizer not in tokenizers.KINDS:
+  if not tokenizers.is_known(config.data.tokenizer):
     raise UserError(f'config.data.tokenizer={config.data.tokenizer!r} is unknown'
                     f'{suggest(config.data.tokenizer, tokenizers.KINDS)}; use one of '
-                    f'{", ".join(tokenizers.KINDS)}')
+                    f'{", ".join(tokenizers.KINDS)}, or {tokenizers.HF_PREFIX}PATH for a '
+                    'Hugging Face tokenizer folder')
   optim.validate(config.optim, config.train.num_steps)
 
 

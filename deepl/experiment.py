@@ -10,22 +10,24 @@ kind of problem is the task's (deepl/tasks/): this file names none.
 
 import dataclasses
 import functools
+import math
 from typing import Any
 
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from deepl import checkpoint
 from deepl import config as config_lib
 from deepl import data as data_lib
 from deepl import kernels
 from deepl import models
 from deepl import optim
 from deepl import parallel
+from deepl import pretrained
 from deepl import tasks
 from deepl import workdir as workdir_lib
 from deepl.data import tokenizers
+from deepl.errors import UserError
 from deepl.state import init_state
 from deepl.state import TrainState
 
@@ -89,6 +91,10 @@ def make_task(config, *, num_classes: int | None, tokenizer) -> tuple[Any, Any]:
                                             tokenizer=tokenizer).items():
     if key in fields:
       kwargs.setdefault(key, value)
+  if tokenizer is not None and tokenizer.vocab_size > kwargs.get('vocab_size', math.inf):
+    raise UserError(f'the tokenizer has {tokenizer.vocab_size} ids, more than the model\'s '
+                    f'vocab_size of {kwargs["vocab_size"]}: use the tokenizer the model was '
+                    'trained with (data.tokenizer), or leave model.vocab_size to the tokenizer')
   if 'dtype' in fields:
     kwargs.setdefault('dtype', jax.numpy.dtype(config.train.compute_dtype))
   if config.train.remat:
@@ -127,10 +133,8 @@ def _tokenizer(config, dataset, workdir: str):
   path = workdir_lib.path(workdir) / 'tokenizer'
   if path.is_dir():
     return tokenizers.load(path)
-  pretrained = config.init_from and checkpoint.tokenizer_dir(config.init_from)
-  if pretrained:
-    tokenizer = tokenizers.load(pretrained)
-  else:
+  tokenizer = pretrained.tokenizer(config)
+  if tokenizer is None:
     tokenizer = tokenizers.build(
         config.data.tokenizer, dataset.texts(dataset.train_split),
         vocab_size=config.data.vocab_size, min_count=config.data.min_count)

@@ -24,6 +24,7 @@ from deepl import kernels
 from deepl import metering
 from deepl import metrics as metrics_lib
 from deepl import parallel
+from deepl import pretrained
 from deepl import workdir as workdir_lib
 from deepl.errors import UserError
 from deepl.preemption import Preemption
@@ -50,6 +51,7 @@ def train_step(state: TrainState, batch, *, task, tx, axis_name=None):
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains, evaluates and checkpoints; returns the final eval metrics ({} if stopped early)."""
   kernels.resolve_config(config)  # config.json records the layer set the run uses
+  pretrained.resolve_config(config)  # and the model fields an HF init_from folder gives
   try:
     return _train_and_evaluate(config, workdir)
   finally:  # however it ends; a process's end drops it anyway
@@ -76,7 +78,8 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   ckpt = checkpoint_lib.Checkpointer(
       workdir_lib.path(workdir) / 'checkpoints', keep=config.checkpoint.keep,
       best_metric=config.checkpoint.best_metric, best_mode=config.checkpoint.best_mode)
-  start_step, state, window = _restore(config, workdir, ckpt, runner, state, train_iter)
+  start_step, state, window = _restore(config, workdir, ckpt, runner, state, train_iter,
+                                       exp.init_task.model)
 
   # --- Update step -----------------------------------------------------------
   p_train_step = runner.compile_train(functools.partial(train_step, task=exp.task, tx=exp.tx))
@@ -136,7 +139,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   return eval_metrics
 
 
-def _restore(config, workdir, ckpt, runner, state, train_iter):
+def _restore(config, workdir, ckpt, runner, state, train_iter, model):
   """(first step, state, train sums since the last row): resumed from the newest checkpoint,
   else started from config.init_from's parameters, else fresh."""
   restored = ckpt.restore_latest(runner.abstract(runner.to_saveable(state)), train_iter)
@@ -147,7 +150,7 @@ def _restore(config, workdir, ckpt, runner, state, train_iter):
             metrics_lib.TrainSums(loop_state['window'], runner.fetch))
   if config.init_from:
     saveable = runner.to_saveable(state)
-    params, fresh = checkpoint_lib.init_from(config.init_from, saveable.params)
+    params, fresh = pretrained.init_params(config, model, saveable.params)
     state = runner.from_saveable(saveable.replace(params=params))
     if jax.process_index() == 0:
       print(f'deepl: parameters from {config.init_from}; fresh: '

@@ -5,10 +5,24 @@
   # offline, add to both: --config.data.manual_dir=../shared/data/sst2
   # a pre-training run elsewhere: --config.init_from=<its workdir>
 
+  # or fine-tune a published BERT (a Hugging Face folder: config.json, model.safetensors, vocab.txt
+  # or tokenizer.json), e.g. from `huggingface-cli download google-bert/bert-base-uncased
+  # --local-dir bert-base-uncased`:
+  deepl train --config=experiments/sst2_bert.py:hf --workdir=runs/sst2_bert_hf \
+      --config.init_from=hf:bert-base-uncased --config.data.manual_dir=../shared/data/sst2
+  deepl predict --workdir=runs/sst2_bert_hf --input="a gorgeous , witty , seductive movie ."
+  deepl export --workdir=runs/sst2_bert_hf --out=sst2_bert_hf   # back to transformers
+
 BERT-Mini's shape (4 layers, 4 heads, width 256), 64-token context, mean pooling; fine-tuning
 starts from the pre-trained encoder and tokenizer (only the pooler and head start fresh).
 80.85% validation accuracy (GLUE dev) after 4,000 pre-training + 2,000 fine-tuning steps,
 2,105 + 576 s on 2 CPU cores. History and the recipes tried: docs/experiments.md.
+
+:hf takes the folder's model (its sizes and fields come from its config.json), weights and
+WordPiece tokenizer, adds a fresh classifier on the [CLS] output (and a fresh pooler where the
+folder has none), and trains with BERT's fine-tuning recipe:
+AdamW at 2e-5, 10% warmup, batch 32, 3 epochs (6,315 steps), dropout 0.1; the best checkpoint
+by accuracy is kept. Not yet run here: no published weights are on this machine.
 """
 
 from ml_collections import config_dict
@@ -20,7 +34,9 @@ from deepl.config import variant as check_variant
 # and shape, so any difference here would leave them fresh or fail.
 ENCODER = {'num_layers': 4, 'num_heads': 4, 'width': 256, 'mlp_dim': 0,
            'max_len': 64, 'dropout': 0.1}
-VARIANTS = ('pretrain', 'finetune')
+VARIANTS = ('pretrain', 'finetune', 'hf')
+# SST-2's 67,349 training sentences, three times over in batches of 32.
+HF_STEPS = 3 * 67_349 // 32
 
 
 def get_config(arg=None):
@@ -39,7 +55,20 @@ def get_config(arg=None):
   c.optim.schedule = 'warmup_cosine'
   c.optim.clip_norm = 1.0
   c.eval.batch_size = 64
-  if variant == 'pretrain':
+  if variant == 'hf':
+    # Every other model field comes from the init_from folder.
+    c.model = config_dict.ConfigDict({'name': 'bert_classifier', 'dropout': 0.1})
+    c.task = 'classification'
+    c.init_from = 'hf:bert-base-uncased'
+    c.train.batch_size = 32
+    c.train.num_steps = HF_STEPS
+    c.optim.lr = 2e-5
+    c.optim.b2 = 0.999
+    c.optim.warmup_steps = HF_STEPS // 10
+    c.eval.every_steps = 500
+    c.checkpoint.every_steps = 500
+    c.checkpoint.best_metric = 'accuracy'
+  elif variant == 'pretrain':
     c.model = config_dict.ConfigDict({'name': 'bert_mlm', **ENCODER})
     c.task = 'masked_lm'
     c.task_options.mask_rate = 0.4

@@ -229,6 +229,63 @@ def test_shape_errors_name_the_numbers():
     config_lib.validate(config)
 
 
+# ------------------------------------------------------------------ the original BERT's fields
+
+# The original BERT, as deepl.interop.huggingface loads it; parity with
+# transformers is in tests/test_huggingface_bert.py.
+ORIGINAL = dict(bert.ORIGINAL, mask_token_id=3)
+
+
+def _param_names(model, tokens, lengths):
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), tokens, lengths, train=False))
+  return set(_flat_shapes(shapes['params']))
+
+
+def test_original_bert_fields_add_and_drop_only_their_own_parameters():
+  tokens, lengths = jnp.ones((1, 6), jnp.int32), jnp.array([6])
+  ours = _param_names(bert.BertMLM(**TINY), tokens, lengths)
+  original = _param_names(bert.BertMLM(**TINY, **ORIGINAL), tokens, lengths)
+  assert original - ours == {"['encoder']['token_type_embed']", "['encoder']['embed_ln']['bias']",
+                             "['encoder']['embed_ln']['scale']"}
+  assert ours - original == {"['encoder']['cls']", "['encoder']['mask']",
+                             "['encoder']['ln_f']['bias']", "['encoder']['ln_f']['scale']"}
+  # Numbers only: the same parameters.
+  assert _param_names(bert.BertMLM(**TINY, gelu_approximate=True, layer_norm_epsilon=1e-12),
+                      tokens, lengths) == ours
+
+
+def test_cls_and_mask_as_token_ids_and_token_types():
+  model = bert.BertMLM(**TINY, **ORIGINAL)
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(rng.integers(4, VOCAB, (2, 7)), jnp.int32)
+  lengths = jnp.array([7, 5])
+  masked = jnp.asarray(rng.random((2, 7)) < 0.4).at[:, 0].set(False)
+  types = jnp.asarray(rng.integers(0, 2, (2, 7)), jnp.int32)
+  variables = _init(model, 0, tokens, lengths)
+
+  @jax.jit
+  def apply(tokens, **kwargs):
+    return model.apply(variables, tokens, lengths, train=False, **kwargs)
+
+  logits = apply(tokens)
+  assert logits.shape == (2, 7, VOCAB)  # one per input token: [CLS] is one of them
+  # A [MASK]ed position reads mask_token_id's embedding, as a tokenizer's [MASK] would.
+  np.testing.assert_array_equal(apply(tokens, masked=masked),
+                                apply(jnp.where(masked, ORIGINAL['mask_token_id'], tokens)))
+  np.testing.assert_array_equal(apply(tokens), apply(tokens, token_types=jnp.zeros_like(types)))
+  assert not np.allclose(apply(tokens), apply(tokens, token_types=types))
+
+  classifier = bert.BertClassifier(**TINY, **ORIGINAL)
+  params = _init(classifier, 0, tokens, lengths)
+  pooled = lambda t: classifier.apply(params, t, lengths, train=False)
+  assert pooled(tokens).shape == (2, 2)
+  # The first input token's output is pooled, and it sees the whole sentence.
+  assert not np.allclose(pooled(tokens), pooled(tokens.at[:, 2].set(1)))
+  with pytest.raises(ValueError, match='set type_vocab_size'):
+    bert.BertClassifier(**TINY).init(jax.random.PRNGKey(0), tokens, lengths, train=False,
+                                     token_types=types)
+
+
 # ------------------------------------------------------------------ experiment
 
 

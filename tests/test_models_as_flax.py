@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from deepl import models
+from deepl.models import bert
 
 # (registered name, fields, make inputs(batch, seed) -> positional args, call kwargs)
 _IMAGES = lambda shape: lambda n, seed: (jax.random.uniform(jax.random.key(seed), (n, *shape)),)
@@ -49,6 +50,10 @@ FAMILIES = {
             _tokens(13, 6, with_lengths=False)),
     'bert': ('bert_classifier', dict(vocab_size=13, num_layers=1, num_heads=2, width=8,
                                      max_len=8), _tokens(13, 6)),
+    # The original BERT's post-LN blocks, token types, [CLS]/[MASK] ids and MLM head.
+    'bert_original': ('bert_mlm', dict(vocab_size=13, num_layers=1, num_heads=2, width=8,
+                                       max_len=8, mask_token_id=3, gelu_approximate=True,
+                                       **bert.ORIGINAL), _tokens(13, 6)),
     'seq2seq': ('seq2seq', dict(vocab_size=13, num_layers=1, num_heads=2, width=8, max_len=8),
                 _seq2seq(13, 6)),
     'vit': ('vit', dict(patch_size=4, width=8, num_layers=1, num_heads=2), _IMAGES((8, 8, 3))),

@@ -8,6 +8,8 @@
   deepl predict --workdir=runs/dates_seq2seq --input="07/04/2023" [--beam_size=4 --step=1000]
       (--input=- reads one input per line from stdin; seq2seq models and classifiers,
       an image classifier reads image files: --input=digit.png)
+  deepl export --workdir=runs/sst2_bert_hf --out=DIR [--step=1000]
+      (a GPT or BERT run as a Hugging Face folder: AutoModel*.from_pretrained(DIR))
 
 `python -m deepl.cli.main ...` is the same. Without a command it trains; without
 --config the embedded default experiment (a CNN on scikit-learn's 8x8 digits)
@@ -28,9 +30,11 @@ from ml_collections import config_flags
 
 from deepl import config as config_lib
 from deepl.cli import evaluate
+from deepl.cli import export
 from deepl.cli import predict
 from deepl.cli import sample
 from deepl.cli import train
+from deepl.data.tokenizers import HF_PREFIX
 from deepl.errors import suggest
 from deepl.errors import UserError
 
@@ -61,8 +65,9 @@ flags.DEFINE_float('top_p', 1.0, 'sample: nucleus sampling mass (1: off).')
 flags.DEFINE_integer('seed', 0, 'sample: the same seed gives the same text.')
 
 flags.DEFINE_string('split', None, 'evaluate: the split (default: the one training evaluates on).')
-flags.DEFINE_integer('step', None, 'evaluate, sample, predict: the checkpoint step (default: the '
-                     'latest).')
+flags.DEFINE_integer('step', None, 'evaluate, sample, predict, export: the checkpoint step '
+                     '(default: the latest).')
+flags.DEFINE_string('out', None, 'export: the folder to write the Hugging Face model into.')
 
 flags.DEFINE_string('input', None, 'predict: the text (or an image classifier: the image file) '
                     'to run the model on; - reads one input per line from stdin.')
@@ -72,9 +77,11 @@ flags.DEFINE_integer('beam_size', None, 'predict: beams for a seq2seq model (1: 
 # One file per command, deepl/cli/<command>.py, each with run(config, workdir, flags):
 # train's config is the one the flags give; the others get the config.json of the
 # run they read, and name what --workdir must hold (READS_A_RUN).
-COMMANDS = {'train': train, 'evaluate': evaluate, 'sample': sample, 'predict': predict}
-# (section, key) of the config's file paths.
-PATH_KEYS = (('data', 'manual_dir'), ('data', 'data_dir'), ('', 'init_from'))
+COMMANDS = {'train': train, 'evaluate': evaluate, 'sample': sample, 'predict': predict,
+            'export': export}
+# (section, key) of the config's file paths (init_from and data.tokenizer may be 'hf:PATH').
+PATH_KEYS = (('data', 'manual_dir'), ('data', 'data_dir'), ('', 'init_from'),
+             ('data', 'tokenizer'))
 HELP = ('-h', '-help', '--help', '--helpshort', '--helpfull')
 
 
@@ -178,8 +185,13 @@ def parse(argv, help_modules=None):
   for section, key in PATH_KEYS:
     holder = config[section] if section else config
     if isinstance(holder.get(key), str):
-      holder[key] = os.path.expanduser(holder[key])
+      holder[key] = _expand_home(holder[key])
   return command, config, workdir
+
+
+def _expand_home(value: str) -> str:
+  prefix = HF_PREFIX if value.startswith(HF_PREFIX) else ''
+  return prefix + os.path.expanduser(value[len(prefix):])
 
 
 def _use_compilation_cache(folder: str) -> None:

@@ -17,6 +17,9 @@ sentencepiece the same model bytes.
   sentencepiece  a unigram (by default) subword model trained on the text's
                  lines; 0 <pad>, 1 <unk>, 2 is the newline; exact
                  decode(encode(x)) == x for text made of characters it saw.
+  hf:PATH        a Hugging Face tokenizer folder, read, not built
+                 (deepl/data/hf_tokenizer.py): BERT's WordPiece, GPT-2's
+                 byte-level BPE. Its pad_id is None where id 0 is a real token.
 """
 
 import collections
@@ -29,6 +32,7 @@ import numpy as np
 from deepl.errors import UserError
 
 KINDS = ('char', 'word', 'sentencepiece')
+HF_PREFIX = 'hf:'  # data.tokenizer='hf:PATH': a Hugging Face folder's tokenizer
 CONFIG_FILE = 'tokenizer.json'
 SPM_FILE = 'spm.model'
 PAD_ID = 0
@@ -38,7 +42,7 @@ class Tokenizer:
   """The interface every kind implements."""
 
   kind: str = ''
-  pad_id: int = PAD_ID
+  pad_id: int | None = PAD_ID  # None: no pad token, every id is a real one
 
   @property
   def vocab_size(self) -> int:
@@ -279,7 +283,8 @@ def build(kind: str, texts, *, vocab_size: int | None = None,
   `vocab_size` is for sentencepiece, `min_count` for word.
 
   Args:
-    kind: 'char', 'word' or 'sentencepiece'.
+    kind: 'char', 'word' or 'sentencepiece'; or 'hf:PATH', a Hugging Face
+      folder's tokenizer, which is read, not built (`texts` unused).
     texts: an iterable of training texts (e.g. `dataset.texts('train')`).
     vocab_size: sentencepiece's number of ids (default 8000).
     min_count: word: rarer words become <unk> (default 1).
@@ -302,7 +307,16 @@ def build(kind: str, texts, *, vocab_size: int | None = None,
     return SentencePieceTokenizer.train(
         texts, vocab_size=8000 if vocab_size is None else int(vocab_size),
         **options)
-  raise UserError(f'unknown tokenizer {kind!r}: use one of {", ".join(KINDS)}')
+  if kind.startswith(HF_PREFIX):
+    from deepl.data import hf_tokenizer  # pylint: disable=g-import-not-at-top  # imports this
+    return hf_tokenizer.from_folder(kind[len(HF_PREFIX):])
+  raise UserError(f'unknown tokenizer {kind!r}: use one of {", ".join(KINDS)}, or '
+                  f'{HF_PREFIX}PATH for a Hugging Face tokenizer folder')
+
+
+def is_known(kind: str) -> bool:
+  """Whether data.tokenizer names a kind, or a Hugging Face folder as 'hf:PATH'."""
+  return kind in KINDS or (kind.startswith(HF_PREFIX) and len(kind) > len(HF_PREFIX))
 
 
 def load(directory) -> Tokenizer:
@@ -320,6 +334,9 @@ def load(directory) -> Tokenizer:
     return WordTokenizer(config['words'])
   if kind == 'sentencepiece':
     return SentencePieceTokenizer((directory / config['model']).read_bytes())
+  if kind == 'hf':
+    from deepl.data import hf_tokenizer  # pylint: disable=g-import-not-at-top  # imports this
+    return hf_tokenizer.from_saved(directory, config)
   raise UserError(f'{path}: unknown tokenizer kind {kind!r} (known: '
                   f'{", ".join(KINDS)})')
 

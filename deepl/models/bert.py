@@ -1,10 +1,10 @@
-"""BERT: a bidirectional transformer encoder (Devlin et al. 2019), pre-LN.
+"""BERT: a bidirectional transformer encoder (Devlin et al. 2019).
 
 One encoder, three heads:
 
-  BertEncoder          token embedding + learned positions, a learned [CLS]
-                       vector prepended to every sequence, an optional learned
-                       [MASK] vector, `num_layers` non-causal pre-LayerNorm
+  BertEncoder          token embedding + learned positions (+ token types),
+                       a learned [CLS] vector prepended to every sequence, an
+                       optional learned [MASK] vector, `num_layers` non-causal
                        blocks with a key-padding mask, a final LayerNorm.
   BertMLM              masked-LM head: Dense + GELU + LayerNorm, then logits
                        tied to the token embedding, plus a bias.
@@ -21,22 +21,41 @@ parameter paths are the same in all three and a classifier fine-tuned with
 (and pooler) start fresh. The heads have distinct names ('mlm_*', 'pooler',
 'classifier', 'token_classifier') so no head is ever copied into another.
 
-[CLS] and [MASK] are vectors, not token ids: any tokenizer works unchanged
-(ids 0 = pad, everything else real). The [CLS] vector takes no position
-embedding; the L tokens take positions 0..L-1, so L may be up to `max_len`.
-A [MASK]ed position gets the [MASK] vector instead of its token's embedding,
-plus its position embedding as usual.
+By default [CLS] and [MASK] are vectors, not token ids: any tokenizer works
+unchanged (ids 0 = pad, everything else real). The [CLS] vector takes no
+position embedding; the L tokens take positions 0..L-1, so L may be up to
+`max_len`. A [MASK]ed position gets the [MASK] vector instead of its token's
+embedding, plus its position embedding as usual.
 
 Padding: `lengths` (b,) gives each sequence's valid prefix; nobody attends to
 the positions past it, and positions are absolute from the first token, so the
 outputs at valid positions do not depend on how much padding follows. Outputs
 at padded positions are meaningless and must be ignored by the loss.
 
-Differences from the original BERT: pre-LayerNorm blocks with a final
-LayerNorm (as GPT-2; steadier than post-LN), no token-type (segment)
-embeddings (one-sentence inputs), no embedding LayerNorm, and no dropout on the
-attention probabilities (see transformer.py). Init as GPT-2: normal(0.02)
-everywhere, residual projections normal(0.02 / sqrt(2 * num_layers)).
+Differences from the original BERT, by default: pre-LayerNorm blocks with a
+final LayerNorm (as GPT-2; steadier than post-LN), no token-type (segment)
+embeddings (one-sentence inputs), no embedding LayerNorm, learned [CLS] and
+[MASK] vectors, LayerNorm epsilon 1e-5, and no dropout on the attention
+probabilities (see transformer.py). Init as GPT-2: normal(0.02) everywhere,
+residual projections normal(0.02 / sqrt(2 * num_layers)).
+
+The original BERT (and Hugging Face's weights, deepl.interop.huggingface) is
+these fields (`ORIGINAL`, plus the tokenizer's mask_token_id), which add its
+parameters and drop the ones it lacks:
+
+  post_norm=True           post-LayerNorm blocks, no final LayerNorm
+  embed_norm=True          a LayerNorm ('embed_ln') on the summed embeddings
+  type_vocab_size=2        token-type embeddings ('token_type_embed'); the
+                           call takes token_types (b, L), default all 0
+  layer_norm_epsilon=1e-12
+  learned_cls=False        no [CLS] vector: the input's first token is [CLS]
+                           (a WordPiece tokenizer puts it there), it takes
+                           position 0, and outputs are (b, L, W)
+  mask_token_id=103        [MASK]ed positions read this token id's
+                           embedding; no [MASK] vector
+
+The remaining difference, no attention-probability dropout, is nil with
+dropout off and changes only the regularisation when fine-tuning.
 
   model = BertMLM(vocab_size=8000)
   variables = model.init(rng, tokens, lengths, train=False)  # tokens (b, L)
@@ -62,6 +81,10 @@ from deepl.models import transformer
 
 _INIT = transformer.DEFAULT_INIT
 POOLS = ('cls', 'mean')
+# The fields that make this BERT the original one (see the module docstring),
+# besides its sizes and its tokenizer's mask_token_id.
+ORIGINAL = dict(post_norm=True, embed_norm=True, type_vocab_size=2, layer_norm_epsilon=1e-12,
+                learned_cls=False)
 
 
 class EncoderFields(nn.Module):
@@ -77,6 +100,20 @@ class EncoderFields(nn.Module):
       [CLS] vector is extra.
     dropout: rate after the embedding and on every residual branch; active
       only with train=True.
+    layer_norm_epsilon: of every LayerNorm; BERT's is 1e-12.
+    gelu_approximate: the tanh approximation of GELU in the MLPs and the MLM
+      head, rather than the exact one (BERT's).
+    post_norm: post-LayerNorm blocks (BERT's) without a final LayerNorm,
+      rather than pre-LayerNorm blocks and a final LayerNorm.
+    embed_norm: a LayerNorm on the summed embeddings, before the dropout
+      (BERT's).
+    type_vocab_size: number of token types (segments; BERT's 2), each with a
+      learned embedding added to its tokens'; 0 for none.
+    learned_cls: prepend a learned [CLS] vector; False when the input's
+      first token is the [CLS] token (BERT's tokenizers put it there), whose
+      output is then the pooled one.
+    mask_token_id: the token id whose embedding a [MASK]ed position reads
+      (BERT's vocabularies: 103); 0 for a learned [MASK] vector.
     dtype: compute dtype.
     param_dtype: dtype of the parameters.
     attention_implementation: 'xla', or 'cudnn' for the fused kernel on a GPU
@@ -94,6 +131,13 @@ class EncoderFields(nn.Module):
   mlp_dim: int = 0
   max_len: int = 128
   dropout: float = 0.0
+  layer_norm_epsilon: float = 1e-5
+  gelu_approximate: bool = False
+  post_norm: bool = False
+  embed_norm: bool = False
+  type_vocab_size: int = 0
+  learned_cls: bool = True
+  mask_token_id: int = 0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   attention_implementation: str | None = 'xla'
@@ -103,6 +147,8 @@ class EncoderFields(nn.Module):
 
 class BertEncoder(EncoderFields):
   """Tokens (b, L) -> hidden states (b, 1 + L, W); index 0 is [CLS].
+
+  With learned_cls=False, (b, L, W): index 0 is the input's first token.
 
   Attributes: see EncoderFields.
   """
@@ -117,21 +163,37 @@ class BertEncoder(EncoderFields):
     # position but loses its token, so the two are summed here.
     self.position_embed = self.param('position_embed', layers.axes(_INIT, 'position', 'embed'),
                                      (self.max_len, self.width), self.param_dtype)
-    self.cls = self.param('cls', layers.axes(_INIT, 'embed'), (self.width,), self.param_dtype)
-    self.mask = self.param('mask', layers.axes(_INIT, 'embed'), (self.width,), self.param_dtype)
+    if self.learned_cls:
+      self.cls = self.param('cls', layers.axes(_INIT, 'embed'), (self.width,), self.param_dtype)
+    if not self.mask_token_id:
+      self.mask = self.param('mask', layers.axes(_INIT, 'embed'), (self.width,),
+                             self.param_dtype)
+    if self.type_vocab_size:
+      # A handful of rows, kept whole on any mesh.
+      self.token_type_embed = self.param(
+          'token_type_embed', layers.axes(_INIT, None, 'embed'),
+          (self.type_vocab_size, self.width), self.param_dtype)
+    # setup() names submodules after their attributes
+    layer_norm = lambda: layers.layer_norm(
+        epsilon=self.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.embed_norm:
+      self.embed_ln = layer_norm()
     self.drop = nn.Dropout(self.dropout)
     residual_init = nn.initializers.normal(
         0.02 / math.sqrt(2 * self.num_layers))
     self.blocks = [
         transformer.Block(
             self.num_heads, self.mlp_dim or 4 * self.width,
-            dropout=self.dropout, causal=False, dtype=self.dtype,
+            dropout=self.dropout, causal=False,
+            layer_norm_epsilon=self.layer_norm_epsilon, post_norm=self.post_norm,
+            gelu_approximate=self.gelu_approximate, dtype=self.dtype,
             param_dtype=self.param_dtype, residual_init=residual_init,
             implementation=self.attention_implementation, kernels=self.kernels)
         for _ in range(self.num_layers)]
-    self.ln_f = layers.layer_norm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype)
+    if not self.post_norm:  # post-LN blocks end normalised already
+      self.ln_f = layer_norm()
 
-  def __call__(self, tokens, lengths=None, *, train: bool, masked=None):
+  def __call__(self, tokens, lengths=None, *, train: bool, masked=None, token_types=None):
     """Encodes int tokens (b, L) with valid prefixes `lengths` (b,).
 
     Args:
@@ -139,42 +201,63 @@ class BertEncoder(EncoderFields):
       lengths: int (b,), tokens per sequence; None means all L are valid.
       train: enables dropout (needs a 'dropout' rng).
       masked: optional bool (b, L): True replaces the token's embedding by
-        the learned [MASK] vector.
+        the learned [MASK] vector, or by the embedding of mask_token_id.
+      token_types: optional int (b, L) in [0, type_vocab_size), the segment
+        of each token; default all 0. Only with type_vocab_size > 0.
 
     Returns:
       (b, 1 + L, W) in the compute dtype; [:, 0] is the [CLS] output and
-      [:, 1:] the tokens'.
+      [:, 1:] the tokens'. With learned_cls=False, (b, L, W): the tokens'.
     """
     checks.expect(tokens, 'BERT', 'tokens (batch, length)', ndim=2, kind='integer')
     if lengths is not None:
       checks.expect(lengths, 'BERT', 'lengths (batch,)', ndim=1, kind='integer')
+    if token_types is not None and not self.type_vocab_size:
+      raise ValueError('token_types given to a BERT without token types: set '
+                       'type_vocab_size to their number')
     batch, length = tokens.shape
     if length > self.max_len:
       raise ValueError(f'sequence length {length} is longer than the '
                        f"model's max_len {self.max_len}: use at most "
                        f'{self.max_len} tokens or a model with a larger '
                        'max_len')
+    if masked is not None and self.mask_token_id:
+      tokens = jnp.where(masked, self.mask_token_id, tokens)
     x = self.embed(tokens)                                 # (b, L, W)
-    if masked is not None:
+    if masked is not None and not self.mask_token_id:
       x = jnp.where(masked[..., None], self.mask.astype(x.dtype), x)
+    if self.type_vocab_size:
+      types = jnp.zeros_like(tokens) if token_types is None else token_types
+      x = x + jnp.take(self.token_type_embed, types, axis=0).astype(x.dtype)
     x = x + self.position_embed[:length].astype(x.dtype)
-    cls = jnp.broadcast_to(self.cls.astype(x.dtype), (batch, 1, self.width))
-    x = jnp.concatenate([cls, x], axis=1)                  # (b, 1 + L, W)
+    if self.learned_cls:
+      cls = jnp.broadcast_to(self.cls.astype(x.dtype), (batch, 1, self.width))
+      x = jnp.concatenate([cls, x], axis=1)                # (b, 1 + L, W)
+    if self.embed_norm:
+      x = self.embed_ln(x)
     x = self.drop(x, deterministic=not train)
 
     # [CLS] is always a valid key, so no query ever has nothing to attend to,
     # even for an empty sequence.
     valid = jnp.ones((batch, length), bool) if lengths is None else (
         jnp.arange(length)[None, :] < lengths[:, None])
-    valid = jnp.concatenate([jnp.ones((batch, 1), bool), valid], axis=1)
+    if self.learned_cls:
+      valid = jnp.concatenate([jnp.ones((batch, 1), bool), valid], axis=1)
+    else:
+      valid = valid.at[:, 0].set(True)
     mask = transformer.key_padding_mask(valid)
     for block in self.blocks:
       x = transformer.run_block(block, x, remat=self.remat, train=train, mask=mask)
-    return self.ln_f(x)
+    return x if self.post_norm else self.ln_f(x)
 
   def logits(self, x):
     """(..., W) -> float32 logits (..., vocab_size), tied to the embedding."""
     return self.embed.logits(x)
+
+
+def _token_outputs(model, x):
+  """The encoder's outputs (b, L, W) at the input's tokens: all but a learned [CLS]'s."""
+  return x[:, 1:] if model.learned_cls else x
 
 
 _ENCODER_FIELDS = tuple(f.name for f in dataclasses.fields(EncoderFields)
@@ -202,23 +285,25 @@ class BertMLM(EncoderFields):
 
   @nn.compact
   def __call__(self, tokens, lengths=None, *, train: bool, masked=None,
-               positions=None):
-    """float32 logits (b, L, vocab_size) at the L token positions (not [CLS]).
+               positions=None, token_types=None):
+    """float32 logits (b, L, vocab_size) at the L token positions (not a learned [CLS]).
 
     Args:
-      tokens, lengths, train, masked: as for BertEncoder.__call__.
+      tokens, lengths, train, masked, token_types: as for BertEncoder.__call__.
       positions: optional int (b, K) token positions (0..L-1): the logits
         only there, (b, K, vocab_size). Pre-training predicts ~15% of the
         tokens, and the vocab-sized output layer is most of a small model's
         cost, so the masked_lm task asks for the chosen positions only.
     """
     encoder = _encoder(self)
-    x = encoder(tokens, lengths, train=train, masked=masked)[:, 1:]
+    x = _token_outputs(self, encoder(tokens, lengths, train=train, masked=masked,
+                                     token_types=token_types))
     if positions is not None:
       x = jnp.take_along_axis(x, positions[..., None], axis=1)
     x = _dense(self, self.width, 'mlm_dense')(x)
-    x = layers.layer_norm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
-                          name='mlm_ln')(transformer.gelu(x))
+    x = layers.layer_norm(epsilon=self.layer_norm_epsilon, dtype=self.dtype,
+                          param_dtype=self.param_dtype,
+                          name='mlm_ln')(transformer.gelu(x, self.gelu_approximate))
     bias = self.param('mlm_bias', layers.axes(nn.initializers.zeros, 'vocab'),
                       (self.vocab_size,), self.param_dtype)
     return encoder.logits(x) + bias
@@ -239,16 +324,19 @@ class BertClassifier(EncoderFields):
   pool: str = 'cls'
 
   @nn.compact
-  def __call__(self, tokens, lengths=None, *, train: bool):
-    """float32 logits (b, num_classes) from the pooled output."""
+  def __call__(self, tokens, lengths=None, *, train: bool, token_types=None):
+    """float32 logits (b, num_classes) from the pooled output.
+
+    token_types: as for BertEncoder.__call__.
+    """
     if self.pool not in POOLS:
       raise ValueError(f'BertClassifier pool must be one of {POOLS}, '
                        f'got {self.pool!r}')
-    x = _encoder(self)(tokens, lengths, train=train)
+    x = _encoder(self)(tokens, lengths, train=train, token_types=token_types)
     if self.pool == 'cls':
       x = x[:, 0]
     else:
-      x = x[:, 1:].astype(jnp.float32)
+      x = _token_outputs(self, x).astype(jnp.float32)
       valid = (jnp.ones(x.shape[:2], bool) if lengths is None
                else jnp.arange(x.shape[1])[None, :] < lengths[:, None])
       count = jnp.maximum(valid.sum(axis=1, keepdims=True), 1)
@@ -271,9 +359,13 @@ class BertTokenClassifier(EncoderFields):
   num_classes: int = dataclasses.field(kw_only=True)  # after the defaulted fields
 
   @nn.compact
-  def __call__(self, tokens, lengths=None, *, train: bool):
-    """float32 logits (b, L, num_classes); padded positions are meaningless."""
-    x = _encoder(self)(tokens, lengths, train=train)[:, 1:]
+  def __call__(self, tokens, lengths=None, *, train: bool, token_types=None):
+    """float32 logits (b, L, num_classes); padded positions are meaningless.
+
+    token_types: as for BertEncoder.__call__.
+    """
+    x = _token_outputs(self, _encoder(self)(tokens, lengths, train=train,
+                                            token_types=token_types))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = _dense(self, self.num_classes, 'token_classifier', 'classes')(x)
     return x.astype(jnp.float32)

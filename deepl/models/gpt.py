@@ -60,6 +60,11 @@ class GPT(nn.Module):
     tie_embeddings: output projection = token embedding transposed.
     use_bias: biases in the Dense layers and LayerNorms (GPT-2 has them;
       nanoGPT's Shakespeare config turns them off).
+    layer_norm_epsilon: of every LayerNorm; 1e-5 is GPT-2's (and PyTorch's
+      default).
+    gelu_approximate: the MLPs' GELU is the tanh approximation GPT-2 was
+      trained with (Hugging Face's 'gelu_new'), rather than the exact erf
+      GELU nanoGPT uses. Hugging Face GPT-2 weights need True.
     dtype: compute dtype; logits are float32.
     param_dtype: dtype of the parameters.
     attention_implementation: 'xla', or 'cudnn' for the fused kernel on a GPU
@@ -79,6 +84,8 @@ class GPT(nn.Module):
   position: str = 'learned'
   tie_embeddings: bool = True
   use_bias: bool = True
+  layer_norm_epsilon: float = 1e-5
+  gelu_approximate: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   attention_implementation: str | None = 'xla'
@@ -103,11 +110,12 @@ class GPT(nn.Module):
         transformer.Block(
             self.num_heads, self.mlp_dim or 4 * self.width,
             dropout=self.dropout, causal=True, rotary=rotary,
-            use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-            residual_init=residual_init, implementation=self.attention_implementation,
-            kernels=self.kernels)
+            use_bias=self.use_bias, layer_norm_epsilon=self.layer_norm_epsilon,
+            gelu_approximate=self.gelu_approximate, dtype=self.dtype,
+            param_dtype=self.param_dtype, residual_init=residual_init,
+            implementation=self.attention_implementation, kernels=self.kernels)
         for _ in range(self.num_layers)]
-    self.ln_f = layers.layer_norm(epsilon=1e-5, use_bias=self.use_bias,
+    self.ln_f = layers.layer_norm(epsilon=self.layer_norm_epsilon, use_bias=self.use_bias,
                                   dtype=self.dtype, param_dtype=self.param_dtype)
 
   def __call__(self, tokens, *, train: bool):

@@ -5,9 +5,10 @@
   dot_product_attention  the model's attention: jax.nn.dot_product_attention
                       (XLA, or cuDNN's fused kernel where asked), or the
                       `kernels` set's own.
-  gelu                exact (erf) GELU.
-  Block               pre-LayerNorm residual block: self-attention, optional
-                      cross-attention (decoder blocks), MLP.
+  gelu                exact (erf) GELU, or its tanh approximation (GPT-2's).
+  Block               residual block, pre-LayerNorm (or post-LayerNorm, as
+                      BERT): self-attention, optional cross-attention
+                      (decoder blocks), MLP.
   Embedder            token embedding, optional learned absolute positions, and
                       the output projection, optionally tied to the embedding.
   apply_rotary        rotary position embedding (RoFormer, Su et al. 2021).
@@ -68,12 +69,17 @@ DEFAULT_INIT = nn.initializers.normal(stddev=0.02)
 
 Cache = dict[str, jax.Array]
 
-def gelu(x):
+def gelu(x, approximate: bool = False):
   """Exact GELU, x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)) (PyTorch's nn.GELU()).
 
   Equal to jax.nn.gelu(x, approximate=False) to float32 rounding, which goes
   through erfc: XLA:CPU evaluates erf's single polynomial about 2.5x faster.
+  With `approximate`, the tanh approximation
+  x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) that GPT-2 was trained
+  with (Hugging Face's 'gelu_new', PyTorch's nn.GELU('tanh')).
   """
+  if approximate:
+    return jax.nn.gelu(x, approximate=True)
   return 0.5 * x * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
 
 
@@ -285,11 +291,15 @@ def run_block(block, x, *, remat: bool = False, **kwargs):
 
 
 class Block(nn.Module):
-  """Pre-LayerNorm transformer block.
+  """Pre-LayerNorm transformer block (or post-LayerNorm, as BERT).
 
     x = x + drop(self_attn(LN(x)))
     x = x + drop(cross_attn(LN(x), context))    if cross_attention
     x = x + drop(Dense(W)(gelu(Dense(mlp_dim)(LN(x)))))
+
+  With `post_norm` each LayerNorm moves after its residual sum instead,
+  x = LN(x + drop(f(x))), as in the original Transformer and BERT; the
+  LayerNorms keep their names ('ln_attn', 'ln_cross', 'ln_mlp').
 
   `causal=False, cross_attention=False` is an encoder block (BERT, ViT);
   `causal=True` a decoder-only block (GPT); both True the decoder block of an
@@ -304,7 +314,12 @@ class Block(nn.Module):
     rotary: rotary positions in the self-attention.
     head_dim: 0 means W // num_heads.
     use_bias: biases in the projections and the LayerNorms.
-    layer_norm_epsilon: 1e-5 is PyTorch's default (GPT-2); ViT uses 1e-6.
+    layer_norm_epsilon: 1e-5 is PyTorch's default (GPT-2); ViT uses 1e-6,
+      BERT 1e-12.
+    post_norm: LayerNorm after each residual sum (BERT) rather than at the
+      start of each branch.
+    gelu_approximate: the MLP's GELU is the tanh approximation (GPT-2)
+      rather than the exact one.
     dtype: compute dtype.
     param_dtype: dtype of the parameters.
     kernel_init: init of every kernel that does not write to the residual.
@@ -324,6 +339,8 @@ class Block(nn.Module):
   head_dim: int = 0
   use_bias: bool = True
   layer_norm_epsilon: float = 1e-5
+  post_norm: bool = False
+  gelu_approximate: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   kernel_init: Initializer = DEFAULT_INIT
@@ -366,28 +383,37 @@ class Block(nn.Module):
     dense = functools.partial(layers.get(self.kernels).Dense, use_bias=self.use_bias,
                               dtype=self.dtype, param_dtype=self.param_dtype)
 
-    y = attention('attn', self.rotary)(
-        layer_norm('ln_attn')(x), mask=mask, is_causal=self.causal,
-        positions=positions, cache=cache, cache_index=cache_index)
-    if cache is not None:
-      y, cache = y
-    x = x + drop(y)
+    def residual(norm_name, x, branch):
+      """x plus the branch's output, normalised before the branch or after the sum."""
+      norm = layer_norm(norm_name)
+      if self.post_norm:
+        return norm(x + drop(branch(x)))
+      return x + drop(branch(norm(x)))
 
-    if self.cross_attention:
-      y = attention('cross_attn', False)(layer_norm('ln_cross')(x), context,
-                                         mask=context_mask)
-      x = x + drop(y)
+    def self_attention(y):
+      nonlocal cache
+      y = attention('attn', self.rotary)(y, mask=mask, is_causal=self.causal,
+                                         positions=positions, cache=cache,
+                                         cache_index=cache_index)
+      if cache is not None:
+        y, cache = y
+      return y
+
+    def mlp(y):
+      y = dense(self.mlp_dim, kernel_init=layers.axes(self.kernel_init, 'embed', 'mlp'),
+                bias_init=layers.axes(nn.initializers.zeros, 'mlp'), name='mlp_in')(y)
+      y = layers.constrain(y, 'batch', 'length', 'act_mlp')
+      # Exact erf GELU by default, PyTorch's nn.GELU() that nanoGPT and ViT use.
+      y = gelu(y, self.gelu_approximate)
+      return dense(width, kernel_init=layers.axes(self.residual_init, 'mlp', 'embed'),
+                   bias_init=layers.axes(nn.initializers.zeros, 'embed'), name='mlp_out')(y)
 
     width = x.shape[-1]
-    y = layer_norm('ln_mlp')(x)
-    y = dense(self.mlp_dim, kernel_init=layers.axes(self.kernel_init, 'embed', 'mlp'),
-              bias_init=layers.axes(nn.initializers.zeros, 'mlp'), name='mlp_in')(y)
-    y = layers.constrain(y, 'batch', 'length', 'act_mlp')
-    # Exact erf GELU, PyTorch's nn.GELU() default that nanoGPT and ViT use.
-    y = gelu(y)
-    y = dense(width, kernel_init=layers.axes(self.residual_init, 'mlp', 'embed'),
-              bias_init=layers.axes(nn.initializers.zeros, 'embed'), name='mlp_out')(y)
-    x = x + drop(y)
+    x = residual('ln_attn', x, self_attention)
+    if self.cross_attention:
+      x = residual('ln_cross', x, lambda y: attention('cross_attn', False)(
+          y, context, mask=context_mask))
+    x = residual('ln_mlp', x, mlp)
     return x if cache is None else (x, cache)
 
 

@@ -1,7 +1,8 @@
 """Causal language modelling: predict token t+1 from tokens <= t.
 
 Batch spec: {'tokens': int (b, T + 1)}: inputs are tokens[:, :-1], targets
-tokens[:, 1:]; targets equal to the pad id (0) carry no loss, and eval batches
+tokens[:, 1:]; targets equal to the pad id (0) carry no loss, unless the
+tokenizer has no pad id (GPT-2's, whose id 0 is '!'), and eval batches
 padded to a fixed size add a 'mask' (b,). The model is called as
 model(inputs, train=...) -> logits (b, T, vocab). Losses are in nats per token;
 perplexity and bits per token (= bits per character for a character
@@ -10,6 +11,7 @@ tokenizer) are derived from the mean loss.
 
 import math
 
+import jax.numpy as jnp
 
 from deepl import data as data_lib
 from deepl.tasks import common
@@ -18,13 +20,17 @@ from deepl.tasks.base import Task
 
 class CausalLMTask(Task):
 
-  def __init__(self, model, *, tokens_are_chars: bool = False):
+  def __init__(self, model, *, tokens_are_chars: bool = False,
+               pad_id: int | None = common.PAD_ID):
     super().__init__(model)
     self.bits_name = 'bits_per_char' if tokens_are_chars else 'bits_per_token'
+    self.pad_id = pad_id
 
   @classmethod
   def from_config(cls, model, config, tokenizer):
-    return cls(model, tokens_are_chars=tokenizer is not None and config.data.tokenizer == 'char')
+    if tokenizer is None:
+      return cls(model)
+    return cls(model, tokens_are_chars=tokenizer.kind == 'char', pad_id=tokenizer.pad_id)
 
   @classmethod
   def make_sources(cls, config, dataset, tokenizer) -> dict:
@@ -40,7 +46,10 @@ class CausalLMTask(Task):
 
   def _sums(self, logits, batch) -> dict:
     targets = batch['tokens'][:, 1:]
-    weight = (targets != common.PAD_ID) * common.example_weight(batch, targets.shape[0])[:, None]
+    weight = jnp.broadcast_to(common.example_weight(batch, targets.shape[0])[:, None],
+                              targets.shape)
+    if self.pad_id is not None:
+      weight = (targets != self.pad_id) * weight
     return common.cross_entropy_sums(logits, targets, weight)
 
   def train_sums(self, params, model_state, batch, rng):
