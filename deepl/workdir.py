@@ -97,7 +97,7 @@ def check_writable(folder, name: str, fix: str) -> None:
 
 
 def config_changes(old, new) -> dict:
-  """{dotted key: (old value, new value)} of every key whose value differs, as config.json has them."""
+  """{dotted key: (old value, new value)} of every key that differs, as config.json has them."""
   flat = [flatten_json(c) for c in (old, new)]
   keys = sorted(set(flat[0]) | set(flat[1]))
   return {k: (flat[0].get(k), flat[1].get(k)) for k in keys if flat[0].get(k) != flat[1].get(k)}
@@ -118,9 +118,10 @@ def _check_changes(changes, old, new, workdir, allow_change: bool) -> None:
                     f'--workdir with --config.init_from={workdir} to take its parameters')
   refused = {k: v for k, v in changes.items() if not is_free(k)}
   if refused and not allow_change:
-    raise UserError(f'workdir {workdir} was trained with another config ({format_changes(refused)}):'
-                    ' rerun with its config, or pass --allow_config_change to resume with this '
-                    f'one (the change is recorded in {HISTORY})')
+    raise UserError(f'workdir {workdir} was trained with another config '
+                    f'({format_changes(refused)}): rerun with its config, or pass '
+                    '--allow_config_change to resume with this one (the change is recorded in '
+                    f'{HISTORY})')
 
 
 def is_free(key: str) -> bool:
@@ -129,7 +130,7 @@ def is_free(key: str) -> bool:
 
 
 def _optimizer_state(config):
-  """The optimizer state's structure, shapes and dtypes for a stand-in model: what restores into it."""
+  """The optimizer state's structure, shapes and dtypes for a stand-in model: what restores."""
   tx = optim.make_optimizer(config.optim, config.train.num_steps)
   params = {'kernel': jax.ShapeDtypeStruct((2, 2), 'float32'),
             'bias': jax.ShapeDtypeStruct((2,), 'float32')}

@@ -101,7 +101,8 @@ def format_report(report: dict) -> str:
   lines.append(f'in use by a deepl train (pid {pid})' if pid else 'not in use by a deepl train')
 
   lines += ['', 'config (config.json):']
-  lines += [f'  {key}: {value!r}' for key, value in sorted(workdir_lib.flatten_json(config).items())]
+  flat = workdir_lib.flatten_json(config)
+  lines += [f'  {key}: {value!r}' for key, value in sorted(flat.items())]
   if report['config_history']:
     lines += ['', 'config changes (config_history.jsonl):']
     lines += [f"  from step {entry['step']} ({entry['time']}): "
