@@ -12,10 +12,15 @@
 
 Async saves; the last `keep` are kept, plus optionally the best by an eval
 metric. A latest checkpoint that cannot be read (a crash mid-write, a damaged
-disk) is moved aside with a warning and the previous one is used; one whose
-arrays have other shapes than the model's is a user error (wrong workdir).
+disk) or holds non-finite values is moved aside with a warning and the
+previous one is used; one whose arrays have other shapes than the model's is
+a user error (wrong workdir), and so is a folder of which none restores. A
+save is refused, as one line, where the disk has no room for it or the folder
+cannot be written; an unfinished save's temporary folder is removed when the
+next run starts.
 """
 
+import contextlib
 import sys
 
 from absl import logging
@@ -25,6 +30,7 @@ import orbax.checkpoint as ocp
 
 from deepl import workdir as workdir_lib
 from deepl.errors import UserError
+from deepl.state import all_finite
 
 
 def _warn(message: str) -> None:
@@ -36,20 +42,21 @@ def _shapes(tree) -> dict:
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def _saved_tree(state_dir) -> dict:
+def saved_tree(state_dir) -> dict:
   """The metadata (shape, dtype, ...) of every array a checkpoint's state/ folder holds.
 
   Read by the item's handler: StandardCheckpointer would also look for a
   checkpoint-level _CHECKPOINT_METADATA inside the item (it sits one level up)
   and log a warning on every resume.
   """
+  _quiet_failed_reads()
   return ocp.StandardCheckpointHandler().metadata(workdir_lib.path(state_dir)).tree
 
 
 def _check_shapes(directory: str, step: int, params) -> None:
   """Raises UserError if the saved params are not shaped as `params` (arrays or abstract)."""
   try:
-    saved = _shapes(_saved_tree(workdir_lib.path(directory) / str(step) / 'state')['params'])
+    saved = _shapes(saved_tree(workdir_lib.path(directory) / str(step) / 'state')['params'])
   except Exception:  # pylint: disable=broad-except
     return  # unreadable metadata: restoring fails, and says so
   wanted = _shapes(params)
@@ -65,6 +72,9 @@ class Checkpointer:
   def __init__(self, directory: str, *, keep: int, best_metric: str = '',
                best_mode: str = 'max'):
     self.directory = workdir_lib.path(directory)
+    # Orbax would wait minutes for a folder it cannot write, then fail with tracebacks.
+    workdir_lib.check_writable(self.directory, self.directory,
+                               'make it writable, or pass another --workdir')
     policies = [ocp.checkpoint_managers.LatestN(keep)]
     if best_metric:
       policies.append(ocp.checkpoint_managers.BestN(
@@ -86,6 +96,10 @@ class Checkpointer:
     loop_state = {**loop_state, 'data': data_iterator.get_state()}
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               loop=ocp.args.JsonSave(loop_state))
+    # The save before has finished (Orbax waits for it anyway): the disk's free
+    # space is what this one may take, and a failure of that one surfaces here.
+    self._manager.wait_until_finished()
+    workdir_lib.check_space(self.directory, _bytes(state) + SAVE_OVERHEAD)
     self._manager.save(step, args=args, metrics=metrics, force=True)
 
   def restore_latest(self, abstract_state, data_iterator):
@@ -95,6 +109,7 @@ class Checkpointer:
     moved aside only once an older one restores: if every one fails the same
     way, the fault is not in the files, and nothing is moved.
     """
+    _quiet_failed_reads()
     failed = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       _check_shapes(self.directory, step, abstract_state.params)
@@ -104,6 +119,9 @@ class Checkpointer:
       except Exception as err:  # pylint: disable=broad-except
         failed.append((step, err))
         continue
+      if not _all_finite(restored.state):  # saved by an earlier deepl, which did not check
+        failed.append((step, ValueError('it holds non-finite values (inf or nan)')))
+        continue
       # Checkpoints of earlier deepl kept it in grain's item: there, as ever,
       # the position was the number of batches taken, the step.
       data_iterator.set_state(restored.loop.pop('data', None) or {'next_index': step})
@@ -112,14 +130,14 @@ class Checkpointer:
       return step, restored.state, restored.loop
     if failed:
       step, err = failed[0]
-      raise RuntimeError(f'no checkpoint in {self.directory} could be restored; the '
-                         f'latest (step {step}) failed with: {err}') from err
+      raise UserError(f'no checkpoint in {self.directory} can be restored (the newest, step '
+                      f'{step}: {first_line(err)}); if its files are damaged, move the folder '
+                      'aside to train from the start')
     return None
 
   def _quarantine(self, step, err):
     aside = self.directory.parent / 'corrupt_checkpoints' / str(step)
-    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-    _warn(f'checkpoint {step} is unreadable ({first_line}); moved it to {aside} '
+    _warn(f'checkpoint {step} is unusable ({first_line(err)}); moved it to {aside} '
           'and using an earlier one')
     if jax.process_index() == 0:
       aside.parent.mkdir(parents=True, exist_ok=True)
@@ -136,8 +154,59 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._manager.close()
 
+  @contextlib.contextmanager
+  def finished_on_error(self):
+    """If the block raises: the saves under way finish (or fail) and the manager closes,
+    before the error goes on; their own errors give way to it."""
+    try:
+      yield
+    except BaseException:
+      try:
+        self.close()
+      except Exception:  # pylint: disable=broad-except
+        pass
+      raise
 
-def _read_state(state_dir: str, keys=('params', 'model_state')) -> dict:
+
+def _quiet_failed_reads():
+  """From now on, drops the 'Event loop is closed' reports of reads that failed.
+
+  TensorStore's callbacks for the reads still under way when one fails find
+  Orbax's event loop closed, and Python prints each as a traceback (18 for
+  one damaged checkpoint, some of them seconds later): they say nothing that
+  the one warning does not. Installed for the rest of the process, once.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'deepl_quiet', False):
+    return
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.deepl_quiet = True
+  sys.unraisablehook = hook
+
+
+# Orbax's metadata files next to the arrays, and a margin: a few hundred kB at most.
+SAVE_OVERHEAD = 1 << 20
+
+
+def _bytes(tree) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree) if hasattr(x, 'dtype'))
+
+
+def first_line(err: BaseException) -> str:
+  return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+def _all_finite(tree) -> bool:
+  # Replicated over the state's devices; read from this process's copy (any process count).
+  return bool(np.asarray(jax.jit(all_finite)(tree).addressable_data(0)))
+
+
+def read_state(state_dir: str, keys=('params', 'model_state')) -> dict:
   """Entries `keys` of a checkpoint's saved train state (its state/ folder), as numpy arrays.
 
   Restored as they were saved (shapes and dtypes from its metadata) onto this
@@ -145,7 +214,7 @@ def _read_state(state_dir: str, keys=('params', 'model_state')) -> dict:
   optimizer's state: twice the params for AdamW) are left unread.
   """
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  saved = _saved_tree(state_dir)
+  saved = saved_tree(state_dir)  # (which quiets the reports of a failed read)
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                         {key: saved[key] for key in keys if key in saved})
   state = ocp.PyTreeCheckpointHandler().restore(
@@ -180,7 +249,7 @@ def read_variables(directory: str, step: int | None = None, *, like=None,
     if like is not None:
       _check_shapes(directory, candidate, like)
     try:
-      state = _read_state(directory / str(candidate) / 'state', keys)
+      state = read_state(directory / str(candidate) / 'state', keys)
     except Exception as err:  # pylint: disable=broad-except
       if step is not None:
         raise UserError(f'checkpoint {step} in {directory} is unreadable: {err}') from None
@@ -246,7 +315,7 @@ def _params_at(path: str):
   """Params of a step folder (holding state/) or of a workdir's newest readable checkpoint."""
   path = workdir_lib.path(path)
   if (path / 'state').is_dir():
-    return _read_state(path / 'state', keys=('params',))['params']
+    return read_state(path / 'state', keys=('params',))['params']
   ckpts = path / 'checkpoints'
   if not (ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())):
     raise UserError(f'init_from={path} holds no checkpoint: point it at a workdir of a '

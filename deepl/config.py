@@ -25,6 +25,7 @@ from deepl.errors import UserError
 
 PARALLEL_MODES = ('jit', 'pmap')
 COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
+NONFINITE_ACTIONS = ('stop', 'skip')
 KERNELS = ('auto', 'xla', 'cpu')
 ATTENTIONS = ('auto', 'xla', 'cudnn')
 # Keys that moved: config.json files of earlier runs still load (`load_run_config`),
@@ -84,6 +85,11 @@ def default_config() -> config_dict.ConfigDict:
   # Transformers: recompute each block's activations in the backward pass
   # (less memory for about a third more compute).
   c.train.remat = False
+  # A step whose loss, gradients or updated variables are not finite:
+  # 'stop' ends the run (exit 2) naming the last checkpoint, all of which are
+  # finite; 'skip' drops that update (as optax.apply_if_finite) and counts it
+  # in the logged row's 'skipped'.
+  c.train.on_nonfinite = 'stop'
 
   c.optim = config_dict.ConfigDict()
   c.optim.name = 'sgd'
@@ -209,6 +215,9 @@ def validate(config: config_dict.ConfigDict) -> None:
       raise UserError(f'config.{key}={given[key]} must be a positive integer')
   if config.eval.batch_size < 0:
     raise UserError('config.eval.batch_size must be >= 0 (0 means the train batch size)')
+  if config.train.on_nonfinite not in NONFINITE_ACTIONS:
+    raise UserError(f'config.train.on_nonfinite={config.train.on_nonfinite!r}: use one of '
+                    f'{", ".join(NONFINITE_ACTIONS)}')
   if config.train.compute_dtype not in COMPUTE_DTYPES:
     raise UserError(f'config.train.compute_dtype={config.train.compute_dtype!r}: use one of '
                     f'{", ".join(COMPUTE_DTYPES)}')
@@ -313,7 +322,11 @@ def load_run_config(workdir: str) -> config_dict.ConfigDict:
   if not path.exists():
     raise UserError(f'{workdir} holds no run (no config.json): train one with '
                     f'deepl train --workdir={workdir}')
-  saved = upgrade(json.loads(path.read_text()))
+  try:
+    saved = upgrade(json.loads(path.read_text()))
+  except ValueError as err:
+    raise UserError(f'{path} is damaged ({err}): restore it from a copy, or train a new '
+                    '--workdir') from None
   # Keys added to deepl since the run was written take their defaults.
   config = default_config()
   _merge(config, saved)

@@ -8,9 +8,12 @@ Each row is one JSON object at full precision: {"step": 100, "split": "train",
 
 and on a terminal a live progress bar runs below the lines (never in a log
 file or CI output). Only process 0 writes. On resume, rows past the restored
-step are dropped: the resumed run logs them again, identically.
+step are dropped: the resumed run logs them again, identically. A damaged
+metrics.jsonl (a last line cut short by a kill or a full disk, a garbage
+line) is read with a warning for each line left out, and written back without.
 """
 
+import contextlib
 import json
 import sys
 
@@ -20,14 +23,19 @@ import tqdm
 from deepl import workdir as workdir_lib
 
 
+# Counts of steps, not sums over examples: never divided by the example count.
+STEP_COUNTS = ('nonfinite',)
+
+
 def summarize(sums: dict) -> dict:
   """Metric sums (with a 'count' of examples) -> per-example means."""
   count = max(float(sums['count']), 1.0)
-  return {k: float(v) / count for k, v in sums.items() if k != 'count'}
+  return {k: float(v) / count for k, v in sums.items() if k != 'count' and k not in STEP_COUNTS}
 
 
 def add_sums(a: dict | None, b: dict) -> dict:
-  return dict(b) if a is None else {k: a[k] + b[k] for k in a}
+  # b's keys: a window carried from a checkpoint of an earlier deepl may lack a newer one.
+  return dict(b) if a is None else {k: a.get(k, 0) + b[k] for k in b}
 
 
 class TrainSums:
@@ -92,6 +100,7 @@ _SHOWN = {
     'tokens_per_sec': lambda v: f'{v:,.0f} tokens/s',
     'flops_per_sec': _flops,
     'mfu': lambda v: f'MFU {_percent(v, 0 if v >= 0.1 else 1)}',
+    'skipped': lambda v: f'{v:,.0f} non-finite steps skipped',
     'examples_per_sec': None, 'input_ms': None, 'dispatch_ms': None, 'wait_ms': None,
 }
 
@@ -118,10 +127,26 @@ def format_row(step: int, total_steps: int, split: str, metrics: dict) -> str:
 
 
 def read_rows(workdir: str) -> list[dict]:
+  """The rows of workdir/metrics.jsonl; a damaged line is left out with a warning."""
   path = workdir_lib.path(workdir) / 'metrics.jsonl'
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  lines = path.read_bytes().decode('utf-8', errors='replace').split('\n')
+  rows = []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+      if not (isinstance(row, dict) and isinstance(row.get('step'), int) and 'split' in row):
+        raise ValueError('not a row')
+    except ValueError:
+      what = ('cut its last line, written only in part' if number == len(lines) else
+              f'skipped line {number}, which is not a metrics row')
+      print(f'deepl: warning: {path}: {what}', file=sys.stderr, flush=True)
+      continue
+    rows.append(row)
+  return rows
 
 
 class MetricWriter:
@@ -146,6 +171,14 @@ class MetricWriter:
                           dynamic_ncols=True, file=sys.stderr, mininterval=0.5,
                           disable=not sys.stderr.isatty())
 
+  def first_value(self, split: str, key: str):
+    """(value, step) of `key` in the first row of `split` logged so far, or None."""
+    for line in self._rows:
+      row = json.loads(line)
+      if row['split'] == split and key in row:
+        return row[key], row['step']
+    return None
+
   def advance(self, steps: int = 1):
     if self._bar is not None:
       self._bar.update(steps)
@@ -169,8 +202,18 @@ class MetricWriter:
     tqdm.tqdm.write(format_row(step, self._total_steps, split, metrics), file=sys.stdout)
     sys.stdout.flush()  # a log file sees each row as it happens
 
+  @contextlib.contextmanager
+  def closed_on_error(self):
+    """Closes the writer (its TensorBoard thread, its bar) if the block raises."""
+    try:
+      yield
+    except BaseException:
+      self.close()
+      raise
+
   def close(self):
     if self._tb is not None:
       self._tb.close()
     if self._bar is not None:
       self._bar.close()
+    self._tb = self._bar = None

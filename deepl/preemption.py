@@ -5,7 +5,9 @@
       ...
 
 One process: the first SIGTERM or Ctrl-C sets a flag the loop reads between
-steps; a second one stops at once (finished checkpoints stand).
+steps; a second one ends the process at once, with exit code 143 or 130
+(finished checkpoints stand; a save it cuts short leaves a temporary folder
+that the next run removes), see deepl.errors.exit_now.
 
 Several processes (a TPU pod slice, a SLURM job): a maintenance SIGTERM may
 reach only some hosts, and every process must save the same step. JAX's
@@ -17,10 +19,11 @@ process at once with exit code 130.
 """
 
 import signal
-import sys
 
 import jax
 from jax.experimental import multihost_utils
+
+from deepl.errors import exit_now
 
 
 class Preemption:
@@ -49,9 +52,7 @@ class Preemption:
     del frame
     name = signal.Signals(signum).name
     if self.requested or self._hosts > 1:  # a second signal, or no way to agree: stop now
-      print(f'\ndeepl: {name}: stopping without saving; finished checkpoints stand', flush=True,
-            file=sys.stderr)
-      raise SystemExit(128 + signum)
+      exit_now(f'{name}: stopping without saving; finished checkpoints stand', 128 + signum)
     self.requested = True
     print(f'\ndeepl: {name}: saving a checkpoint, then exiting', flush=True)
 

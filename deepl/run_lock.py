@@ -52,3 +52,22 @@ def release(workdir: str, process_index: int = 0) -> None:
   f = _held.pop(_path(workdir, process_index), None)
   if f is not None:
     f.close()  # closing the file drops the flock
+
+
+def holder(workdir: str, process_index: int = 0) -> str | None:
+  """The pid (as written) of the process holding the workdir's lock, or None if none does.
+
+  Only looks: a free lock is let go at once, and nothing is written.
+  """
+  path = _path(workdir, process_index)
+  if fcntl is None or not os.path.exists(path):
+    return None
+  with open(path, 'r') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return f.read().strip() or '?'
+    except OSError:  # no flock on this filesystem
+      return None
+    fcntl.flock(f, fcntl.LOCK_UN)
+  return None

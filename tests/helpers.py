@@ -29,14 +29,27 @@ def deepl(*args, devices: int | None = None, timeout: float = 300, command: str 
 
 
 def train_digits(workdir, data_dir, *, steps: int, eval_every: int | None = None,
-                 checkpoint_every: int | None = None):
+                 checkpoint_every: int | None = None, extra=()):
   """A short run of the default experiment (sklearn digits) in `workdir`; returns workdir."""
   result = deepl(f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
                  f'--config.train.num_steps={steps}',
                  f'--config.eval.every_steps={eval_every or steps}',
-                 f'--config.checkpoint.every_steps={checkpoint_every or steps}')
+                 f'--config.checkpoint.every_steps={checkpoint_every or steps}', *extra)
   assert result.returncode == 0, result.stderr
   return workdir
+
+
+def assert_user_error(result, *needles, code: int = 2) -> str:
+  """`result` ended with exactly one 'deepl: error:' line holding every needle, exit `code`,
+  and no traceback; returns that line."""
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert result.returncode == code, result.stderr
+  assert 'Traceback' not in result.stderr, result.stderr
+  errors = [l for l in lines if l.startswith('deepl: error:')]
+  assert len(errors) == 1, result.stderr
+  for needle in needles:
+    assert needle.lower() in errors[0].lower(), errors[0]
+  return errors[0]
 
 
 def dot_operands(fn, *args) -> list[tuple]:

@@ -78,6 +78,21 @@ def test_a_fault_outside_the_files_moves_nothing(tmp_path):
     ckpt.save(step, _state(step), _iterator(), {'window': None})
   ckpt.wait()
   wrong_target = _state(0).replace(step=np.int32(0))  # a type orbax cannot restore into
-  with pytest.raises(RuntimeError, match='no checkpoint .* could be restored'):
+  with pytest.raises(UserError, match=r'no checkpoint .* can be restored \(the newest, step 2'):
     ckpt.restore_latest(wrong_target, _iterator())
   assert _steps(tmp_path / 'ckpt') == [1, 2]
+
+
+def test_a_non_finite_checkpoint_is_moved_aside(tmp_path, capsys):
+  """One an earlier deepl saved: the one before it is resumed from."""
+  ckpt = checkpoint.Checkpointer(str(tmp_path / 'ckpt'), keep=3)
+  for step in (1, 2):
+    state = _state(step)
+    if step == 2:
+      state = state.replace(params={'w': np.array([1.0, np.nan, np.inf], np.float32)})
+    ckpt.save(step, state, _iterator(), {'window': None})
+  ckpt.wait()
+  step, state, _ = ckpt.restore_latest(_state(0), _iterator())
+  assert step == 1 and np.isfinite(state.params['w']).all()
+  assert 'checkpoint 2 is unusable (it holds non-finite values' in capsys.readouterr().err
+  assert _steps(tmp_path / 'ckpt') == [1] and (tmp_path / 'corrupt_checkpoints' / '2').is_dir()

@@ -5,24 +5,19 @@ import hashlib
 import os
 import pathlib
 import stat
+import sys
 import textwrap
 
 from ml_collections import config_dict
 import pytest
 
 from deepl import config as config_lib
+from deepl.cli import main as cli_main
 from deepl.errors import UserError
 from tests import helpers
 
 
-def _assert_user_error(result, *needles):
-  lines = [l for l in result.stderr.splitlines() if l.strip()]
-  assert result.returncode == 2, result.stderr
-  assert 'Traceback' not in result.stderr, result.stderr
-  errors = [l for l in lines if l.startswith('deepl: error:')]
-  assert len(errors) == 1, result.stderr
-  for needle in needles:
-    assert needle.lower() in errors[0].lower(), errors[0]
+_assert_user_error = helpers.assert_user_error
 
 
 def _tree_digest(path: pathlib.Path) -> str:
@@ -48,6 +43,23 @@ def test_config_without_get_config(tmp_path):
   path = tmp_path / 'exp.py'
   path.write_text('x = 1\n')
   _assert_user_error(helpers.deepl(f'--config={path}'), 'get_config')
+
+
+@pytest.mark.parametrize('body,needle', [
+    ("raise RuntimeError('no such variant here')",
+     'get_config() raised RuntimeError: no such variant here'),
+    ("return {'seed': 1}", 'get_config() returned a dict, not an ml_collections ConfigDict'),
+    ('return None', 'get_config() returned None, not an ml_collections ConfigDict'),
+])
+def test_get_config_that_fails_is_one_line(tmp_path, body, needle, capsys, monkeypatch):
+  path = tmp_path / 'exp.py'
+  path.write_text(f'def get_config(arg=None):\n  {body}\n')
+  monkeypatch.setattr(sys, 'argv', list(sys.argv))  # parse sets it
+  with pytest.raises(SystemExit) as exit_:  # parsed in this process: a start costs seconds
+    cli_main.parse(['deepl', f'--config={path}'])
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f'deepl: error: {path}: {needle}') and err.count('\n') == 1, err
 
 
 def test_mistyped_key_suggests(tmp_path):

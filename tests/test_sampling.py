@@ -46,6 +46,11 @@ def test_top_k_and_top_p_combine():
     (dict(prompt=''), '--prompt is empty'),
     (dict(length=0), '--length=0'),
     (dict(temperature=0.0), '--temperature=0.0'),
+    # Issue 25: no cap ran for hours, and an infinite temperature was taken.
+    (dict(length=10_000_000), '--length=10000000: give a number of tokens to generate from 1 '
+                              'to 100,000'),
+    (dict(temperature=float('inf')), '--temperature=inf: use a finite temperature'),
+    (dict(temperature=float('nan')), '--temperature=nan'),
     (dict(top_k=-1), '--top_k=-1'),
     (dict(top_p=0.0), '--top_p=0.0'),
 ])

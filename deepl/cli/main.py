@@ -10,18 +10,31 @@
       an image classifier reads image files: --input=digit.png)
   deepl export --workdir=runs/sst2_bert_hf --out=DIR [--step=1000]
       (a GPT or BERT run as a Hugging Face folder: AutoModel*.from_pretrained(DIR))
+  deepl inspect --workdir=runs/mnist [--json]
+  deepl plot --workdir=runs/a,runs/b --out=curves.png
 
 `python -m deepl.cli.main ...` is the same. Without a command it trains; without
 --config the embedded default experiment (a CNN on scikit-learn's 8x8 digits)
 runs. Any config key can be overridden, --config.section.key=value; the
 experiments are the files in experiments/. Bad input ends with one line on
-stderr and exit code 2. `deepl --help` (or -h, or `deepl help`) prints this and
-the flags.
+stderr and exit code 2; Ctrl-C is one line and exit code 130 (during training it
+saves first). `deepl --help` (or -h, or `deepl help`) prints this and the flags.
 """
 
 import os
-import socket
+import signal
 import sys
+
+from deepl import errors
+
+# Ctrl-C or SIGTERM while the command starts (importing JAX takes seconds): one
+# line, not a traceback. Only where this file is the program, not imported by one.
+if __name__ == '__main__' or os.path.basename(sys.argv[0]) == 'deepl':
+  for _signal in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(_signal, errors.stop_on_signal)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import socket
 import time
 
 from absl import flags
@@ -31,6 +44,8 @@ from ml_collections import config_flags
 from deepl import config as config_lib
 from deepl.cli import evaluate
 from deepl.cli import export
+from deepl.cli import inspect
+from deepl.cli import plot
 from deepl.cli import predict
 from deepl.cli import sample
 from deepl.cli import train
@@ -57,9 +72,13 @@ flags.DEFINE_string('compilation_cache', os.path.join('~', '.cache', 'deepl', 'x
                     'Persistent XLA compilation cache: a rerun or resume of the same '
                     'experiment skips compiling. "" turns it off; JAX_COMPILATION_CACHE_DIR '
                     'wins if set.')
+flags.DEFINE_bool('allow_config_change', False, 'train: resume a run with a config that '
+                  'changes its training (optim.lr, seed, ...); the change is recorded in '
+                  'workdir/config_history.jsonl.')
 flags.DEFINE_string('prompt', None, 'sample: the text to continue.')
-flags.DEFINE_integer('length', 500, 'sample: how many tokens to generate.')
-flags.DEFINE_float('temperature', 1.0, 'sample: softmax temperature (> 0).')
+flags.DEFINE_integer('length', 500, f'sample: how many tokens to generate (at most '
+                     f'{sample.MAX_LENGTH:,}).')
+flags.DEFINE_float('temperature', 1.0, 'sample: softmax temperature (finite, > 0).')
 flags.DEFINE_integer('top_k', 0, 'sample: keep the k most likely tokens (0: all).')
 flags.DEFINE_float('top_p', 1.0, 'sample: nucleus sampling mass (1: off).')
 flags.DEFINE_integer('seed', 0, 'sample: the same seed gives the same text.')
@@ -73,12 +92,17 @@ flags.DEFINE_string('input', None, 'predict: the text (or an image classifier: t
                     'to run the model on; - reads one input per line from stdin.')
 flags.DEFINE_integer('beam_size', None, 'predict: beams for a seq2seq model (1: greedy; '
                      'default: the run\'s task_options.beam_size).')
+# The tools (tools/benchmark.py, ...) import this file and define their own --json=FILE:
+# theirs takes the name there.
+flags.DEFINE_bool('json', False, 'inspect: print one JSON object instead of text.',
+                  allow_override=True)
+flags.DEFINE_string('out', 'curves.png', 'plot: the PNG file to write.')
 
 # One file per command, deepl/cli/<command>.py, each with run(config, workdir, flags):
 # train's config is the one the flags give; the others get the config.json of the
 # run they read, and name what --workdir must hold (READS_A_RUN).
 COMMANDS = {'train': train, 'evaluate': evaluate, 'sample': sample, 'predict': predict,
-            'export': export}
+            'export': export, 'inspect': inspect, 'plot': plot}
 # (section, key) of the config's file paths (init_from and data.tokenizer may be 'hf:PATH').
 PATH_KEYS = (('data', 'manual_dir'), ('data', 'data_dir'), ('', 'init_from'),
              ('data', 'tokenizer'))
@@ -132,6 +156,18 @@ def _explain_flag_error(err: Exception, argv) -> str:
   return f'{path}: {message}' if path and lines[0].endswith(':') else message.strip('\'"\\')
 
 
+def _not_a_config(err, argv) -> str | None:
+  """The error for a get_config() that returned something else than a ConfigDict, if it did."""
+  text = str(err)
+  if not (isinstance(err, AttributeError) and text.endswith(("has no attribute 'to_dict'",
+                                                              "has no attribute 'lock'"))):
+    return None
+  kind = text.split("'")[1] if text.startswith("'") else 'something else'
+  kind = 'None' if kind == 'NoneType' else f'a {kind}'
+  return (f'{_config_path(argv)}: get_config() returned {kind}, not an ml_collections '
+          'ConfigDict: start from deepl.config.default_config() and return it')
+
+
 def _stray_argument(arg: str) -> str:
   if arg.endswith('.py') or '.py:' in arg:
     hint = f'did you mean --config={arg}?'
@@ -166,6 +202,9 @@ def parse(argv, help_modules=None):
   config_arg = [a for a in args if a.startswith('--config=')][-1]
   argv = [argv[0], config_arg] + [a for a in args if not a.startswith('--config=')]
   sys.argv = argv
+  verbosity = logging.get_verbosity()
+  # config_flags logs a warning of its own for a get_config() returning None: the error says it.
+  logging.set_verbosity(logging.ERROR)
   try:
     extra = FLAGS(argv)[1:]
     config = FLAGS.config
@@ -174,7 +213,12 @@ def parse(argv, help_modules=None):
     fail(_explain_flag_error(err, argv) if 'config' in str(err) else str(err))
   except (OSError, AttributeError, KeyError, TypeError, ValueError, SyntaxError,
           ImportError) as err:
-    fail(_explain_flag_error(err, argv))
+    fail(_not_a_config(err, argv) or _explain_flag_error(err, argv))
+  except Exception as err:  # pylint: disable=broad-except
+    fail(f'{_config_path(argv)}: get_config() raised {type(err).__name__}: '
+         f'{str(err).strip().splitlines()[0] if str(err).strip() else "(no message)"}')
+  finally:
+    logging.set_verbosity(verbosity)
   if extra:  # absl leaves what is not a flag; a stray word would otherwise go unnoticed
     fail(_stray_argument(extra[0]))
   path = _config_path(argv)
@@ -210,6 +254,9 @@ def _initialize_distributed(address, num_processes, process_id, timeout: int) ->
   (address None): there JAX's own deadline is the bound.
   """
   import jax  # pylint: disable=g-import-not-at-top
+  # SIGTERM is JAX's on several processes: its coordination service tells every
+  # process (deepl/preemption.py). The startup's one-line handler steps aside.
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
   if address and process_id:
     host, _, port = address.rpartition(':')
     deadline = time.monotonic() + timeout
@@ -235,8 +282,9 @@ def run(argv=None):
     fail(f'deepl {command} needs --workdir={module.READS_A_RUN}')
   try:
     config_lib.validate(config)
-    # sample, evaluate and predict run the saved run's model.
-    run_config = config if command == 'train' else config_lib.load_run_config(workdir)
+    # sample, evaluate, predict and inspect run the saved run's model; plot reads several runs.
+    run_config = (config if command == 'train' else None if command == 'plot' else
+                  config_lib.load_run_config(workdir))
     _use_compilation_cache(FLAGS.compilation_cache)
     if FLAGS.distributed or FLAGS.coordinator_address or FLAGS.num_processes:
       _initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,

@@ -4,14 +4,18 @@
       [--temperature=0.8 --top_k=40 --top_p=0.9 --seed=0 --step=1000]
 
 Prints the prompt and its continuation; the same seed gives the same text
-(deepl.inference.decoding.generate).
+(deepl.inference.decoding.generate). At most MAX_LENGTH tokens: a recurrent
+model draws them one by one (minutes for 100,000 on a CPU), and Ctrl-C stops it.
 """
+
+import math
 
 from deepl.errors import UserError
 from deepl.inference import decoding
 from deepl.inference import trained_run
 
 READS_A_RUN = '<a language-model run>, e.g. --workdir=runs/shakespeare_lstm'
+MAX_LENGTH = 100_000
 
 
 def run(config, workdir: str, flags) -> None:
@@ -23,10 +27,11 @@ def run(config, workdir: str, flags) -> None:
 def check_options(*, prompt: str, length: int, temperature: float, top_k: int, top_p: float):
   if not prompt:
     raise UserError('--prompt is empty: give some text to continue, e.g. --prompt="ROMEO:"')
-  if length <= 0:
-    raise UserError(f'--length={length}: give a positive number of tokens to generate')
-  if not temperature > 0:
-    raise UserError(f'--temperature={temperature}: use a temperature > 0 (1.0 samples '
+  if length <= 0 or length > MAX_LENGTH:
+    raise UserError(f'--length={length}: give a number of tokens to generate from 1 to '
+                    f'{MAX_LENGTH:,}')
+  if not (temperature > 0 and math.isfinite(temperature)):
+    raise UserError(f'--temperature={temperature}: use a finite temperature > 0 (1.0 samples '
                     'the model as is; lower is greedier)')
   if top_k < 0:
     raise UserError(f'--top_k={top_k}: use 0 (off) or a positive number of tokens')
