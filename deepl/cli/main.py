@@ -86,7 +86,8 @@ flags.DEFINE_integer('seed', 0, 'sample: the same seed gives the same text.')
 flags.DEFINE_string('split', None, 'evaluate: the split (default: the one training evaluates on).')
 flags.DEFINE_integer('step', None, 'evaluate, sample, predict, export: the checkpoint step '
                      '(default: the latest).')
-flags.DEFINE_string('out', None, 'export: the folder to write the Hugging Face model into.')
+flags.DEFINE_string('out', None, 'export: the folder to write the Hugging Face model into; '
+                    'plot: the PNG file to write (default curves.png).')
 
 flags.DEFINE_string('input', None, 'predict: the text (or an image classifier: the image file) '
                     'to run the model on; - reads one input per line from stdin.')
@@ -96,7 +97,6 @@ flags.DEFINE_integer('beam_size', None, 'predict: beams for a seq2seq model (1: 
 # theirs takes the name there.
 flags.DEFINE_bool('json', False, 'inspect: print one JSON object instead of text.',
                   allow_override=True)
-flags.DEFINE_string('out', 'curves.png', 'plot: the PNG file to write.')
 
 # One file per command, deepl/cli/<command>.py, each with run(config, workdir, flags):
 # train's config is the one the flags give; the others get the config.json of the

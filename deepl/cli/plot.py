@@ -20,7 +20,7 @@ READS_A_RUN = '<a run, or several: --workdir=runs/a,runs/b>'
 
 def run(config, workdir: str, flags) -> None:
   del config, workdir  # several runs: the flag's own list
-  out = os.path.expanduser(flags.out)
+  out = os.path.expanduser(flags.out or 'curves.png')
   plot_runs([w.strip() for w in flags.workdir.split(',') if w.strip()], out)
   print(f'deepl: wrote {out}')
 
