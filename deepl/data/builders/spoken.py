@@ -45,8 +45,14 @@ class _Synthesized(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Shared by the two: plan a split, synthesize it, write it in plan order."""
 
   KIND = ''  # 'digits' or 'numbers', see _speech_synth.plan
+  TARGET = ''  # the feature a model predicts: 'label' or 'text'
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'espeak-ng 1.52 voices; split by voice variant; seed 0.'}
+
+  def _info(self):
+    return _audio.audio_info(self, {self.TARGET: self._target_feature(),
+                                    'voice': tfds.features.Text()},
+                             supervised_keys=('audio', self.TARGET))
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Synthesized: nothing to download.
@@ -63,9 +69,12 @@ class _Synthesized(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     waves = _speech_synth.synthesize(utterances)
     for i, (utterance, wave) in enumerate(zip(utterances, waves)):
       yield i, {'audio': wave, 'length': np.int32(len(wave)), 'voice': utterance.voice,
-                **self._target(utterance)}
+                self.TARGET: self._target(utterance)}
 
-  def _target(self, utterance) -> dict:
+  def _target_feature(self) -> tfds.features.FeatureConnector:
+    raise NotImplementedError
+
+  def _target(self, utterance):
     raise NotImplementedError
 
 
@@ -83,17 +92,15 @@ class SpokenDigits(_Synthesized, skip_registration=True):
 
   name = 'spoken_digits'
   KIND = 'digits'
+  TARGET = 'label'
   BUILDER_CONFIGS = _configs(full={'train': 2, 'validation': 1, 'test': 1},
                              tiny={'train': 1, 'validation': 1, 'test': 1})
 
-  def _info(self):
-    return _audio.audio_info(self, {
-        'label': tfds.features.Tensor(shape=(), dtype=np.int64),
-        'voice': tfds.features.Text(),
-    }, supervised_keys=('audio', 'label'))
+  def _target_feature(self):
+    return tfds.features.Tensor(shape=(), dtype=np.int64)
 
-  def _target(self, utterance) -> dict:
-    return {'label': np.int64(utterance.label)}
+  def _target(self, utterance):
+    return np.int64(utterance.label)
 
 
 class SpokenNumbers(_Synthesized, skip_registration=True):
@@ -101,15 +108,12 @@ class SpokenNumbers(_Synthesized, skip_registration=True):
 
   name = 'spoken_numbers'
   KIND = 'numbers'
+  TARGET = 'text'
   BUILDER_CONFIGS = _configs(full={'train': 16, 'validation': 8, 'test': 8},
                              tiny={'train': 4, 'validation': 4, 'test': 4})
 
-  def _info(self):
-    return _audio.audio_info(self, {
-        # Encoder-less Text: utf-8 bytes, written and read without TF.
-        'text': tfds.features.Text(),
-        'voice': tfds.features.Text(),
-    }, supervised_keys=('audio', 'text'))
+  def _target_feature(self):
+    return tfds.features.Text()  # Encoder-less: utf-8 bytes, written and read without TF.
 
-  def _target(self, utterance) -> dict:
-    return {'text': utterance.text}
+  def _target(self, utterance):
+    return utterance.text
