@@ -6,15 +6,32 @@ offline, in well under a minute. Experiment files start from it and change
 what they need, so every key an override can name exists.
 """
 
+import copy
 import json
+import math
 import os
 
+from etils import epath
 from ml_collections import config_dict
 
+from deepl import models
+from deepl import optim
+from deepl import tasks
+from deepl.data import augment
+from deepl.data import datasets
+from deepl.data import tokenizers
 from deepl.errors import suggest
 from deepl.errors import UserError
 
 PARALLEL_MODES = ('jit', 'pmap')
+COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
+KERNELS = ('auto', 'xla', 'cpu')
+ATTENTIONS = ('auto', 'xla', 'cudnn')
+# Keys that moved: config.json files of earlier runs still load (`load_run_config`),
+# and a config that sets the old key is told the new one.
+MOVED = {'train.mask_rate': 'task_options.mask_rate',
+         'eval.beam_size': 'task_options.beam_size',
+         'eval.length_penalty': 'task_options.length_penalty'}
 
 
 def default_config() -> config_dict.ConfigDict:
@@ -24,8 +41,13 @@ def default_config() -> config_dict.ConfigDict:
   # (e.g. `dtype`); `num_classes` comes from the data set unless given.
   c.model = config_dict.ConfigDict({'name': 'cnn'})
   c.task = 'classification'  # 'classification' | 'causal_lm' | 'masked_lm' | 'seq2seq'
+  # The tasks' own settings, each declared with its default in its task's
+  # OPTIONS (deepl/tasks/): masked_lm's mask_rate, seq2seq's beam_size and
+  # length_penalty. Every task's are here so that any can be overridden; a
+  # run's config.json records its own task's only.
+  c.task_options = config_dict.ConfigDict(tasks.option_defaults())
   # A workdir or checkpoint folder to copy matching parameters from on a
-  # fresh start (fine-tuning): see deepl/init_from.py.
+  # fresh start (fine-tuning): see deepl.checkpoint.init_from.
   c.init_from = ''
 
   c.data = config_dict.ConfigDict()
@@ -38,8 +60,8 @@ def default_config() -> config_dict.ConfigDict:
   c.data.tokenizer = 'char'            # 'char' | 'word' | 'sentencepiece'
   c.data.vocab_size = 8000             # sentencepiece only
   c.data.min_count = 1                 # word only: rarer words become <unk>
-  c.data.max_length = 64               # classification: tokens per example;
-                                       # seq2seq: source tokens per example
+  c.data.max_length = 64               # text classification, masked LM: tokens per example
+  c.data.max_source = 64               # seq2seq: source tokens per example
   c.data.max_target = 64               # seq2seq: target tokens, BOS/EOS not counted
   c.data.context = 128                 # causal LM: tokens per training window
   # Classification text: sort each epoch by length within chunks of this many
@@ -60,8 +82,6 @@ def default_config() -> config_dict.ConfigDict:
   # Transformers: recompute each block's activations in the backward pass
   # (less memory for about a third more compute).
   c.train.remat = False
-  # masked_lm: the share of each sequence's tokens to predict (BERT: 0.15).
-  c.train.mask_rate = 0.15
 
   c.optim = config_dict.ConfigDict()
   c.optim.name = 'sgd'
@@ -83,8 +103,6 @@ def default_config() -> config_dict.ConfigDict:
   c.eval = config_dict.ConfigDict()
   c.eval.every_steps = 500
   c.eval.batch_size = 0            # 0: the train batch size
-  c.eval.beam_size = 1             # seq2seq: 1 decodes greedily, more = beam search
-  c.eval.length_penalty = 0.6      # seq2seq beam search: GNMT alpha, 0 = raw log p
 
   c.checkpoint = config_dict.ConfigDict()
   c.checkpoint.every_steps = 500
@@ -93,7 +111,28 @@ def default_config() -> config_dict.ConfigDict:
   c.checkpoint.best_mode = 'max'   # 'max' | 'min'
 
   c.parallel = 'jit'
+  # The device mesh (deepl/sharding.py): 'data' splits the batch, 'fsdp' the
+  # batch and the parameters and optimizer state, 'tensor' attention heads,
+  # MLP columns and vocabulary. -1 takes the devices left over; the product
+  # is the device count. parallel='pmap' takes data parallelism only.
+  c.mesh = config_dict.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1})
+  # Logical axis -> mesh axes ('fsdp', 'data,fsdp', '' for none): every name
+  # the models use, with its default; override one, e.g. rules.embed=''.
+  c.mesh.rules = config_dict.ConfigDict(_default_rules())
+  # The model's layer set (deepl/kernels): 'xla', flax's stock layers; 'cpu',
+  # deepl's CPU speed paths (same variables and values); 'auto': 'cpu' where
+  # the run's devices are CPUs, else 'xla'. Resolved once when a run starts
+  # and written to its config.json.
+  c.kernels = 'auto'
+  # Transformers' attention: 'xla', or 'cudnn' (the fused flash kernel: GPUs,
+  # bfloat16/float16); 'auto': 'cudnn' on a GPU computing in half precision.
+  c.attention = 'auto'
   return c
+
+
+def _default_rules() -> dict:
+  from deepl import sharding  # pylint: disable=g-import-not-at-top
+  return dict(sharding.DEFAULT_RULES)
 
 
 def get_config(arg=None) -> config_dict.ConfigDict:
@@ -124,7 +163,6 @@ def sibling_config(this_file: str, name: str, arg=None) -> config_dict.ConfigDic
   loaded by path (config_flags), not imported as a package.
   """
   import importlib.util  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   path = os.path.join(os.path.dirname(os.path.abspath(this_file)), f'{name}.py')
   spec = importlib.util.spec_from_file_location(f'deepl_experiment_{name}', path)
   module = importlib.util.module_from_spec(spec)
@@ -143,32 +181,27 @@ def flatten(d, prefix=''):
   return out
 
 
-COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
-
-
 def compute_dtype(config) -> str:
   """The dtype the model computes in: model.dtype if the experiment sets it."""
   return str(config.model.get('dtype') or config.train.compute_dtype)
 
 
 def validate(config: config_dict.ConfigDict) -> None:
-  """Raises UserError naming the first bad key and how to fix it."""
-  defaults = flatten(default_config())
-  given = flatten(config)
-  for key, value in given.items():
-    if key not in defaults:
-      raise UserError(f"unknown config key '{key}'{suggest(key, defaults)}")
-    default = defaults[key]
-    if default is not None and value is not None and not _same_type(default, value):
-      raise UserError(
-          f"config.{key}={value!r} has type {type(value).__name__}; "
-          f"expected {type(default).__name__} (like the default {default!r})")
+  """Every check of a config, in one place: raises UserError naming the first bad key and the fix.
+
+  Reads no data and runs no JAX computation, so a typo fails at once rather
+  than after a download. The command line calls it once, before anything
+  else. (Whether the batch divides the devices is checked where the devices
+  are known: deepl/parallel.py.)
+  """
+  _check_keys(config)
   if not isinstance(config.model.get('name'), str):
     raise UserError("config.model.name must be a model name, e.g. 'cnn'")
+  given = flatten(config)
   positive = ('train.batch_size', 'train.num_steps', 'train.log_every_steps',
               'eval.every_steps', 'checkpoint.every_steps', 'checkpoint.keep',
-              'data.vocab_size', 'data.min_count', 'data.max_length', 'data.context',
-              'data.max_target', 'eval.beam_size')
+              'data.vocab_size', 'data.min_count', 'data.max_length', 'data.max_source',
+              'data.context', 'data.max_target')
   for key in positive:
     if given[key] <= 0:
       raise UserError(f'config.{key}={given[key]} must be a positive integer')
@@ -180,11 +213,73 @@ def validate(config: config_dict.ConfigDict) -> None:
   for key in ('sort_window', 'prefetch'):
     if config.data[key] < 0:
       raise UserError(f'config.data.{key}={config.data[key]} must be >= 0 (0 turns it off)')
+  sizes = [config.mesh[axis] for axis in ('data', 'fsdp', 'tensor')]
+  if sum(size == -1 for size in sizes) > 1 or any(size == 0 or size < -1 for size in sizes):
+    raise UserError(f'config.mesh data={sizes[0]}, fsdp={sizes[1]}, tensor={sizes[2]}: give '
+                    'each axis a positive size, and -1 to at most one (the devices left over)')
+  from deepl import sharding  # pylint: disable=g-import-not-at-top
+  sharding.logical_rules(config.mesh.rules)  # mesh axis names
+  if config.parallel == 'pmap' and (config.mesh.fsdp != 1 or config.mesh.tensor != 1):
+    raise UserError("parallel='pmap' is data parallelism only: set mesh.fsdp=1 and "
+                    "mesh.tensor=1, or parallel='jit' to shard the state")
   if config.parallel not in PARALLEL_MODES:
     raise UserError(f"config.parallel='{config.parallel}' is unknown"
                     f"{suggest(config.parallel, PARALLEL_MODES)}; choose 'jit' or 'pmap'")
+  for key, choices in (('kernels', KERNELS), ('attention', ATTENTIONS)):
+    if config[key] not in choices:
+      raise UserError(f"config.{key}='{config[key]}' is unknown{suggest(config[key], choices)}; "
+                      f'choose one of {", ".join(choices)}')
+  if config.kernels == 'cpu' and config.attention == 'cudnn':
+    raise UserError("config.kernels='cpu' brings its own attention: set config.attention to "
+                    "'xla' or 'auto', or config.kernels to 'xla'")
   if config.checkpoint.best_mode not in ('max', 'min'):
     raise UserError("config.checkpoint.best_mode must be 'max' or 'min'")
+  _check_task(config)
+  fields = models.check_config(config.model.name, model_kwargs(config))
+  if config.train.remat and 'remat' not in fields:
+    raise UserError(f"model {config.model.name!r} has no remat option (the transformers "
+                    'have): set train.remat=False')
+  datasets.check_name(config.data.name)
+  augment.check_name(config.data.augment)
+  if config.data.tokenizer not in tokenizers.KINDS:
+    raise UserError(f'config.data.tokenizer={config.data.tokenizer!r} is unknown'
+                    f'{suggest(config.data.tokenizer, tokenizers.KINDS)}; use one of '
+                    f'{", ".join(tokenizers.KINDS)}')
+  optim.validate(config.optim, config.train.num_steps)
+
+
+def unknown_key(key: str, known) -> str:
+  """The error for a config key that is not one: where it moved, or the close match."""
+  if key in MOVED:
+    return f"config key '{key}' is now '{MOVED[key]}'"
+  return f"unknown config key '{key}'{suggest(key, known)}"
+
+
+def _check_keys(config) -> None:
+  defaults = flatten(default_config())
+  for key, value in flatten(config).items():
+    if key not in defaults:
+      raise UserError(unknown_key(key, defaults))
+    default = defaults[key]
+    if default is not None and value is not None and not _same_type(default, value):
+      raise UserError(
+          f"config.{key}={value!r} has type {type(value).__name__}; "
+          f"expected {type(default).__name__} (like the default {default!r})")
+
+
+def _check_task(config) -> None:
+  """The task's name, and options only it takes: another task's, changed, would be ignored."""
+  task = tasks.get(config.task)
+  for option, default in tasks.option_defaults().items():
+    value = config.task_options[option]
+    if option not in task.OPTIONS and value != default:
+      takes = ', '.join(task.OPTIONS) or 'none'
+      raise UserError(f'config.task_options.{option}={value!r}: task {config.task!r} does not '
+                      f'take it (its options: {takes})')
+  for option, value in task.options(config).items():
+    if isinstance(value, float) and not math.isfinite(value):
+      raise UserError(f'config.task_options.{option}={value!r} must be a finite number')
+  task.check(config)
 
 
 def _same_type(default, value) -> bool:
@@ -202,21 +297,39 @@ def model_kwargs(config: config_dict.ConfigDict) -> dict:
 
 
 def to_json(config: config_dict.ConfigDict) -> str:
-  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+  """config.json: the whole config, with its own task's options only."""
+  saved = config.to_dict()
+  own = tasks.TASKS[config.task].OPTIONS if config.task in tasks.TASKS else {}
+  saved['task_options'] = {k: v for k, v in saved.get('task_options', {}).items() if k in own}
+  return json.dumps(saved, indent=2, sort_keys=True, default=str)
 
 
 def load_run_config(workdir: str) -> config_dict.ConfigDict:
-  """The resolved config a run wrote to workdir/config.json."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  """The resolved config a run wrote to workdir/config.json, written by any version of deepl."""
+  path = epath.Path(workdir) / 'config.json'
+  if not path.exists():
     raise UserError(f'{workdir} holds no run (no config.json): train one with '
                     f'deepl train --workdir={workdir}')
-  with open(path) as f:
-    saved = json.load(f)
+  saved = upgrade(json.loads(path.read_text()))
   # Keys added to deepl since the run was written take their defaults.
   config = default_config()
   _merge(config, saved)
   return config
+
+
+def upgrade(saved: dict) -> dict:
+  """A config.json dict of an earlier deepl in today's keys (see MOVED)."""
+  saved = copy.deepcopy(saved)
+  for old, new in MOVED.items():
+    old_section, old_key = old.split('.')
+    new_section, new_key = new.split('.')
+    if old_key in saved.get(old_section, {}):
+      saved.setdefault(new_section, {})[new_key] = saved[old_section].pop(old_key)
+  data = saved.get('data', {})
+  # data.max_length was also seq2seq's source length before data.max_source.
+  if saved.get('task') == 'seq2seq' and 'max_source' not in data and 'max_length' in data:
+    data['max_source'] = data['max_length']
+  return saved
 
 
 def _merge(config: config_dict.ConfigDict, saved: dict) -> None:

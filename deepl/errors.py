@@ -1,7 +1,7 @@
 """The one exception type for bad user input.
 
 Anything raised as `UserError` reaches the user as a single line and exit code 2
-(see `deepl.main`), never as a traceback. Raise it with a message that names the
+(see `deepl.cli.main`), never as a traceback. Raise it with a message that names the
 problem and the fix.
 """
 

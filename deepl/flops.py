@@ -13,7 +13,10 @@ cannot know, nor can we); `fori_loop`s with static bounds are scans.
 
 The counts are of the unoptimized program (`jit(fn).lower(...)`), so they
 are model FLOPs: what the math needs, before XLA fuses or rematerialises
-anything. Elementwise ops count too, as XLA counts them.
+anything. Elementwise ops count too, as XLA counts them. A custom call (a
+fused kernel) counts 0: count a model with its XLA path instead (deepl's
+train loop counts transformers with attention_implementation='xla', whose
+matmuls are those of the fused kernel).
 
 Peaks: on CPU a jitted matmul measured once per process and dtype (~0.15 s),
 so MFU there is "share of what this machine's matmul reaches"; on GPU/TPU the
@@ -39,31 +42,21 @@ def _abstract(tree):
 
 
 def _xla_flops(fn, *args) -> float:
-  lowered = jax.jit(fn).lower(*args)
-  cost = lowered.cost_analysis()
+  cost = jax.jit(fn).lower(*args).cost_analysis()
   if cost is None:
-    cost = _cpu_cost_analysis(lowered)
+    # PJRT plugin backends (the CUDA GPU in current JAX) analyse only compiled
+    # programs, whose counts follow fusion and rematerialisation. The same
+    # function lowered for the host's CPU is the same model math.
+    cost = jax.jit(fn).lower(*_on_host(args)).cost_analysis()
   if isinstance(cost, (list, tuple)):  # older JAX: one dict per device
     cost = cost[0] if cost else {}
   return float((cost or {}).get('flops', 0.0))
 
 
-def _cpu_cost_analysis(lowered):
-  """XLA:CPU's cost analysis of a lowered program, for backends that give none.
-
-  PJRT plugin backends (the CUDA GPU in current JAX) analyse only compiled
-  programs, whose counts follow fusion and rematerialisation. The lowered HLO
-  is the same for every backend apart from custom calls (which count 0 here
-  as there, see _FUSED_ATTENTION_MATMULS), so the CPU's analysis of it is the
-  model's count. Private JAX API, hence the None on any failure.
-  """
-  try:
-    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-    from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top
-    return _jax.hlo_module_cost_analysis(xla_bridge.get_backend('cpu'),
-                                         lowered._lowering.hlo().as_hlo_module())  # pylint: disable=protected-access
-  except Exception:  # pylint: disable=broad-except
-    return None
+def _on_host(args):
+  """ShapeDtypeStructs placed on this host's CPU, so jit lowers for it."""
+  host = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=host), args)
 
 
 class _Counter:
@@ -91,8 +84,6 @@ class _Counter:
       if name == 'scan':
         body = eqn.params['jaxpr']
         extra += eqn.params['length'] * self.total(body) - self._eqn_xla(eqn)
-      elif name in _FUSED_ATTENTION_MATMULS:
-        extra += _FUSED_ATTENTION_MATMULS[name] * _attention_matmul_flops(eqn)
       elif name == 'cond':  # one branch runs; XLA is as blind to which as we are
         extra += max(self.correction(b.jaxpr) for b in eqn.params['branches'])
       else:  # jit, remat, custom_jvp/vjp calls, while loops (counted once)
@@ -112,24 +103,6 @@ class _Counter:
       return eqn.primitive.bind(*full, **params)
 
     return _xla_flops(fn, *args)
-
-
-# cuDNN's fused attention (jax.nn.dot_product_attention(implementation='cudnn'))
-# is a custom call, 0 FLOPs to XLA's cost analysis. Its matmuls are counted as
-# XLA counts the explicit path's: every query against every key, causal or
-# not (the usual model-FLOPs convention), 2 in the forward pass and 4 in the
-# backward; the softmax's few elementwise FLOPs are left out.
-_FUSED_ATTENTION_MATMULS = {
-    'dot_product_attention_fwd_wrapper': 2, 'dot_product_attention_fwd': 2,
-    'dot_product_attention_bwd_wrapper': 4, 'dot_product_attention_bwd': 4,
-}
-
-
-def _attention_matmul_flops(eqn) -> float:
-  """2 * b*h*T*d * S: one (T, d) x (d, S) product per batch row and head."""
-  q, k = eqn.invars[0].aval, eqn.invars[1].aval
-  keys = k.shape[2] if eqn.params.get('layout') == 1 else k.shape[1]  # BNTH, else BTNH
-  return 2.0 * q.size * keys
 
 
 def _subjaxprs(eqn):

@@ -1,16 +1,23 @@
-"""Where logged rows go: workdir/metrics.jsonl, TensorBoard, and the terminal.
+"""Metric sums, and where logged rows go: workdir/metrics.jsonl, TensorBoard, the terminal.
 
-Each row is one JSON object: {"step": 100, "split": "train", "loss": ...}.
-Only process 0 writes. On resume, rows past the restored step are dropped:
-the resumed run logs them again, identically.
+Each row is one JSON object at full precision: {"step": 100, "split": "train",
+"loss": ...}. On stdout it is one line a person reads, rounded and with units:
+
+  step 300/1500 | loss 0.0379 | accuracy 98.81% | 1,071 steps/s | 120 GFLOP/s | MFU 26%
+  step 500/1500 | test | loss 0.0512 | accuracy 98.33%
+
+and on a terminal a live progress bar runs below the lines (never in a log
+file or CI output). Only process 0 writes. On resume, rows past the restored
+step are dropped: the resumed run logs them again, identically.
 """
 
 import json
-import os
 import sys
 
 import numpy as np
 import tqdm
+
+from deepl import workdir as workdir_lib
 
 
 def summarize(sums: dict) -> dict:
@@ -23,28 +30,117 @@ def add_sums(a: dict | None, b: dict) -> dict:
   return dict(b) if a is None else {k: a[k] + b[k] for k in a}
 
 
+class TrainSums:
+  """The train steps' metric sums since the last logged row.
+
+  Each step's sums stay on the device until a row or a checkpoint needs them
+  (fetching every step would wait for every step). `total` brings them to the
+  host as Python floats (float64) and adds them in step order, so the total a
+  checkpoint saves, added to after a resume, gives the same row bit for bit.
+  """
+
+  def __init__(self, carried: dict | None, fetch):
+    self._total = carried  # host sums, e.g. restored from a checkpoint
+    self._pending = []     # device sums of the steps since
+    self._fetch = fetch
+    self.last = None       # the newest step's sums (device), whatever was cleared
+
+  def add(self, sums) -> None:
+    self._pending.append(sums)
+    self.last = sums
+
+  def total(self) -> dict | None:
+    for sums in self._fetch(self._pending):
+      self._total = add_sums(self._total, {k: float(v) for k, v in sums.items()})
+    self._pending = []
+    return self._total
+
+  def clear(self) -> None:
+    self._total, self._pending = None, []
+
+
+def _number(value: float) -> str:
+  return f'{value:,.0f}' if abs(value) >= 1000 else f'{value:.4f}'
+
+
+def _rate(value: float) -> str:
+  """Three significant figures, thousands separated: 1,071 / 25.3 / 3.85."""
+  if value >= 100:
+    return f'{value:,.0f}'
+  return f'{value:.1f}' if value >= 10 else f'{value:.2f}'
+
+
+def _flops(value: float) -> str:
+  for scale, unit in ((1e15, 'PFLOP/s'), (1e12, 'TFLOP/s'), (1e9, 'GFLOP/s')):
+    if value >= scale:
+      return f'{_rate(value / scale)} {unit}'
+  return f'{_rate(value / 1e6)} MFLOP/s'
+
+
+def _percent(value: float, decimals: int = 2) -> str:
+  return f'{100 * value:.{decimals}f}%'
+
+
+# How a row's values read: the shares as percentages, the speeds (from
+# steps_per_sec on, in this order) with units.
+# examples_per_sec (steps/s times the batch) and the *_ms host times stay in
+# metrics.jsonl only.
+_SHOWN = {
+    'accuracy': lambda v: f'accuracy {_percent(v)}',
+    'exact_match': lambda v: f'exact_match {_percent(v)}',
+    'steps_per_sec': lambda v: f'{_rate(v)} steps/s',
+    'tokens_per_sec': lambda v: f'{v:,.0f} tokens/s',
+    'flops_per_sec': _flops,
+    'mfu': lambda v: f'MFU {_percent(v, 0 if v >= 0.1 else 1)}',
+    'examples_per_sec': None, 'input_ms': None, 'dispatch_ms': None, 'wait_ms': None,
+}
+
+
+def format_metrics(metrics: dict) -> str:
+  """'loss 0.0379 | accuracy 98.81% | ...': a row's metrics, rounded, with units.
+
+  The loss first, the task's other metrics as they come, then the speeds.
+  """
+  speeds = list(_SHOWN)[2:]
+  order = lambda key: (key != 'loss', speeds.index(key) if key in speeds else -1)
+  shown = []
+  for key, value in sorted(metrics.items(), key=lambda item: order(item[0])):
+    form = _SHOWN.get(key, lambda v, key=key: f'{key} {_number(v)}')
+    if form is not None:
+      shown.append(form(float(value)))
+  return ' | '.join(shown)
+
+
+def format_row(step: int, total_steps: int, split: str, metrics: dict) -> str:
+  """The line a logged row prints: train rows unlabelled, eval rows named by their split."""
+  head = [f'step {step}/{total_steps}'] + ([] if split == 'train' else [split])
+  return ' | '.join(head + [format_metrics(metrics)])
+
+
 def read_rows(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
+  path = workdir_lib.path(workdir) / 'metrics.jsonl'
+  if not path.exists():
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 class MetricWriter:
 
   def __init__(self, workdir: str, *, total_steps: int, start_step: int, enabled: bool):
     self.enabled = enabled
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = workdir_lib.path(workdir) / 'metrics.jsonl'
+    self._remote = workdir_lib.is_remote(workdir)
+    self._rows = []
+    self._total_steps = total_steps
     self._tb = None
     self._bar = None
     if not enabled:
       return
-    kept = [r for r in read_rows(workdir) if r['step'] <= start_step]
-    with open(self.path, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in kept)
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self._rows = [json.dumps(r) + '\n' for r in read_rows(workdir) if r['step'] <= start_step]
+    self.path.write_text(''.join(self._rows))
+    if not self._remote:  # tensorboardX writes to a bucket only with its own cloud clients
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(str(workdir_lib.path(workdir) / 'tensorboard'))
     # A live bar on a terminal; plain lines in a log file or a CI log.
     self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
                           dynamic_ncols=True, file=sys.stderr, mininterval=0.5,
@@ -59,16 +155,19 @@ class MetricWriter:
       return
     row = {'step': int(step), 'split': split}
     row.update({k: float(np.asarray(v)) for k, v in metrics.items()})
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(row) + '\n')
-    for k, v in metrics.items():
-      self._tb.add_scalar(f'{split}/{k}', float(v), int(step))
-    if split == 'train' and not self._bar.disable:
-      self._bar.set_postfix(loss=f"{row['loss']:.4f}",
-                            steps_per_s=f"{row.get('steps_per_sec', 0):.2f}")
+    line = json.dumps(row) + '\n'
+    self._rows.append(line)
+    if self._remote:  # a bucket's objects cannot be appended to: the file is written anew
+      self.path.write_text(''.join(self._rows))
     else:
-      shown = ' '.join(f'{k}={v:.4f}' for k, v in row.items() if k not in ('step', 'split'))
-      tqdm.tqdm.write(f'step {step} {split}: {shown}', file=sys.stderr)
+      with self.path.open('a') as f:
+        f.write(line)
+    if self._tb is not None:
+      for k, v in metrics.items():
+        self._tb.add_scalar(f'{split}/{k}', float(v), int(step))
+    # tqdm.write keeps the bar below the line on a terminal.
+    tqdm.tqdm.write(format_row(step, self._total_steps, split, metrics), file=sys.stdout)
+    sys.stdout.flush()  # a log file sees each row as it happens
 
   def close(self):
     if self._tb is not None:

@@ -47,7 +47,6 @@ def make_schedule(cfg, num_steps: int) -> optax.Schedule:
   Returns:
     A schedule over applied updates; its horizon is num_steps // accum_steps.
   """
-  _validate(cfg, num_steps)
   k = cfg.accum_steps
   horizon = num_steps // k
   warmup = cfg.warmup_steps // k
@@ -87,12 +86,9 @@ def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
   Returns:
     An optax GradientTransformation; with accum_steps > 1 it applies the mean
     gradient of every accum_steps consecutive calls and returns zero updates
-    in between.
-
-  Raises:
-    UserError: on an unknown name/schedule or an out-of-range value.
+    in between. `cfg` is taken as `validate` passed it.
   """
-  schedule = make_schedule(cfg, num_steps)  # Validates cfg.
+  schedule = make_schedule(cfg, num_steps)
   parts = []
   if cfg.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(cfg.clip_norm))
@@ -130,8 +126,11 @@ def _is_int(x):
   return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
-def _validate(cfg, num_steps):
-  """Raises UserError naming the first bad key. `not x > 0` also catches NaN."""
+def validate(cfg, num_steps):
+  """Raises UserError naming the first bad key of an `optim` config (for deepl.config.validate).
+
+  `not x > 0` also catches NaN.
+  """
   _choice('name', cfg.name, NAMES)
   _choice('schedule', cfg.schedule, SCHEDULES)
   _require(cfg.lr > 0 and math.isfinite(cfg.lr), 'lr', cfg.lr,

@@ -1,9 +1,24 @@
-"""Placement: one device mesh for `jax.jit`, or `jax.pmap` over local devices.
+"""Placement: the train state and batches on a device mesh for `jax.jit`, or `jax.pmap`.
 
 Both runners take the same pure step functions `f(state, batch, ...)` and the
 same host batches (this process's rows), so the train loop never branches on
-the mode. Checkpoints always hold the plain (unreplicated) state, so a run can
-resume under the other mode or on another number of devices.
+the mode.
+
+MeshRunner (parallel='jit') lays the devices out as the ('data', 'fsdp',
+'tensor') mesh of config.mesh (deepl/sharding.py). Its `init` traces the
+state's shapes once with the models' logical axis names, maps them to mesh
+axes, and creates the state already sharded (`jit(init, out_shardings=...)`:
+no full copy on one device first); the optimizer state follows its
+parameters. Steps run with the mesh and rules in force, so the models'
+activation constraints apply. Checkpoints hold the sharded state (Orbax
+writes each process's shards) and restore onto any mesh: `abstract` gives the
+target shardings. The default mesh, data=-1, is plain data parallelism.
+
+PmapRunner (parallel='pmap') is data parallelism only: `jax.pmap` over this
+process's devices, the state replicated with a leading device axis.
+
+`compiler_options` (XLA options the model's kernels ask for, see
+deepl.kernels) go to every `jax.jit`; `jax.pmap` takes none.
 """
 
 import functools
@@ -13,20 +28,17 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from deepl import kernels
+from deepl import sharding
 from deepl.errors import UserError
 
-DATA_AXIS = 'data'   # the mesh axis the batch is split over
 PMAP_AXIS = 'batch'  # the pmap axis name collectives use
 
 
-def check_batch_size(global_batch: int, mode: str, what: str = 'train.batch_size') -> None:
-  devices = jax.device_count() if mode == 'jit' else jax.local_device_count() * jax.process_count()
+def check_processes(global_batch: int, what: str = 'train.batch_size') -> None:
   if global_batch % jax.process_count():
     raise UserError(f'config.{what}={global_batch} is not divisible by the '
-                    f'{jax.process_count()} processes: pick a multiple of {devices}')
-  if global_batch % devices:
-    raise UserError(f'config.{what}={global_batch} is not divisible by the '
-                    f'{devices} devices: pick a multiple of {devices}')
+                    f'{jax.process_count()} processes: pick a multiple of {jax.process_count()}')
 
 
 def _on_cpu_with_many_devices() -> bool:
@@ -36,60 +48,123 @@ def _on_cpu_with_many_devices() -> bool:
   return jax.devices()[0].platform == 'cpu' and jax.local_device_count() > 1
 
 
-class JitRunner:
-  """The batch is sharded over a 'data' mesh axis; the state is replicated."""
+class _Runner:
+
+  sync_each_step = False
+
+  def throttle(self, previous, current) -> None:
+    """Keeps at most one step queued behind the running one.
+
+    The host still overlaps the next batch with compute, but a SIGTERM is
+    answered within a step or two instead of after every queued step has run.
+    `previous`, `current`: the outputs of the step before and of this one.
+    """
+    jax.block_until_ready(current if self.sync_each_step else previous)
+
+
+class _InRules:
+  """A jitted function called (and so traced) with the mesh and logical axis rules in force."""
+
+  def __init__(self, jitted, rules, mesh):
+    self._jitted, self._rules, self._mesh = jitted, rules, mesh
+
+  def __call__(self, *args):
+    with sharding.axis_rules(self._rules, self._mesh):
+      return self._jitted(*args)
+
+  def lower(self, *args):
+    with sharding.axis_rules(self._rules, self._mesh):
+      return self._jitted.lower(*args)
+
+
+class MeshRunner(_Runner):
+  """The state sharded by the models' logical axes, the batch over ('data', 'fsdp')."""
 
   mode = 'jit'
 
-  def __init__(self):
-    # Auto axes: XLA's partitioner propagates the batch sharding through the
-    # step, so model and task code never mention shardings.
-    self.mesh = jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
-                              axis_types=(jax.sharding.AxisType.Auto,))
+  def __init__(self, compiler_options=None, mesh=None, rules=None, *, model='the model'):
+    """mesh: config.mesh (default data=-1); rules: config.mesh.rules overrides."""
+    self.compiler_options = dict(compiler_options or {})
+    # Auto axes: XLA's partitioner propagates the shardings through the step;
+    # models add constraints where the anchors put them.
+    self.mesh = sharding.make_mesh(mesh or {'data': -1, 'fsdp': 1, 'tensor': 1})
+    self.rules = sharding.logical_rules(rules)
+    self.model = model
     self.replicated = NamedSharding(self.mesh, P())
-    self.batch_sharding = NamedSharding(self.mesh, P(DATA_AXIS))
+    self.batch_sharding = NamedSharding(self.mesh, sharding.batch_spec(self.rules))
+    self.state_sharding = None  # set by init
+    self.notes = []             # parameter dimensions kept whole (do not divide)
     self.sync_each_step = _on_cpu_with_many_devices()
 
+  def check_batch(self, global_batch: int, what: str = 'train.batch_size') -> None:
+    check_processes(global_batch, what)
+    sharding.check_batch(global_batch, self.mesh, self.rules, what)
+
   def init(self, init_fn, *args):
-    return jax.jit(init_fn, out_shardings=self.replicated)(*args)
+    """init_fn(*args), created sharded; sets `state_sharding` (and `notes`)."""
+    with sharding.axis_rules(self.rules):
+      abstract = jax.eval_shape(init_fn, *args)
+      specs, self.notes = sharding.partition_specs(abstract, self.mesh, self.rules,
+                                                   model=self.model)
+      self.state_sharding = jax.tree.map(lambda spec: NamedSharding(self.mesh, spec), specs,
+                                         is_leaf=lambda x: isinstance(x, P))
+      unboxed = lambda *a: sharding.unbox(init_fn(*a))
+      return jax.jit(unboxed, out_shardings=self.state_sharding,
+                     compiler_options=self.compiler_options)(*args)
 
   def compile_train(self, step_fn):
-    return jax.jit(step_fn, in_shardings=(self.replicated, self.batch_sharding),
-                   out_shardings=self.replicated, donate_argnums=0)
+    return _InRules(jax.jit(step_fn, in_shardings=(self.state_sharding, self.batch_sharding),
+                            out_shardings=(self.state_sharding, self.replicated),
+                            donate_argnums=0, compiler_options=self.compiler_options),
+                    self.rules, self.mesh)
 
   def compile_eval(self, eval_fn):
-    return jax.jit(eval_fn, in_shardings=(self.replicated, self.batch_sharding),
-                   out_shardings=self.replicated)
+    return _InRules(jax.jit(eval_fn, in_shardings=(self.state_sharding, self.batch_sharding),
+                            out_shardings=self.replicated,
+                            compiler_options=self.compiler_options),
+                    self.rules, self.mesh)
 
   def put_batch(self, batch):
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
 
   def abstract(self, tree):
-    """Shapes and placement for restoring a checkpoint straight into place."""
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated), tree)
+    """Shapes and target shardings, for restoring a checkpoint straight into place."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        tree, self.state_sharding)
 
   def to_saveable(self, state):
     return state
 
   def from_saveable(self, state):
-    return jax.device_put(state, self.replicated)
+    return jax.device_put(state, self.state_sharding)
 
   def fetch(self, tree):
     """Host numpy copies of replicated outputs (works across processes)."""
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
-class PmapRunner:
+class PmapRunner(_Runner):
   """`jax.pmap` over this process's devices; the state has a leading device axis."""
 
   mode = 'pmap'
 
-  def __init__(self):
+  def __init__(self, compiler_options=None, mesh=None, rules=None, *, model='the model'):
+    del compiler_options, rules, model  # jax.pmap takes no options; its state is replicated
+    sizes = dict(mesh or {})
+    if sizes.get('fsdp', 1) != 1 or sizes.get('tensor', 1) != 1:
+      raise UserError("parallel='pmap' is data parallelism only: set mesh.fsdp=1 and "
+                      "mesh.tensor=1, or parallel='jit' to shard the state")
     self.n = jax.local_device_count()
     self.sync_each_step = _on_cpu_with_many_devices()
     self._local = jax.local_devices()[0]
+
+  def check_batch(self, global_batch: int, what: str = 'train.batch_size') -> None:
+    check_processes(global_batch, what)
+    devices = self.n * jax.process_count()
+    if global_batch % devices:
+      raise UserError(f'config.{what}={global_batch} is not divisible by the '
+                      f'{devices} devices: pick a multiple of {devices}')
 
   def init(self, init_fn, *args):
     return self.from_saveable(jax.jit(init_fn)(*args))
@@ -120,5 +195,20 @@ class PmapRunner:
     return jax.tree.map(lambda x: np.asarray(x[0]), tree)
 
 
-def make_runner(mode: str):
-  return {'jit': JitRunner, 'pmap': PmapRunner}[mode]()
+def make_runner(config, *, for_training: bool = True, compiler_options=None):
+  """The runner config.parallel names, compiled with config.kernels' XLA options.
+
+  for_training: on config.mesh (rules: config.mesh.rules), once the train and
+  eval batches fit it. Otherwise, to read a finished run whatever mesh trained
+  it: data parallel over this process's devices, once the eval batch fits.
+  compiler_options: instead of the layer set's (tools/kernel_gains.py).
+  """
+  mesh, rules = (config.mesh, config.mesh.rules) if for_training else (None, None)
+  if compiler_options is None:
+    compiler_options = kernels.compiler_options(config.kernels)
+  runner = {'jit': MeshRunner, 'pmap': PmapRunner}[config.parallel](
+      compiler_options, mesh, rules, model=config.model.name)
+  if for_training:
+    runner.check_batch(config.train.batch_size)
+  runner.check_batch(config.eval.batch_size or config.train.batch_size, 'eval.batch_size')
+  return runner

@@ -12,7 +12,7 @@ PyTorch twins in tools/torch_benchmark.py compute exactly the same step.
   gpt_mini  GPT, 4 layers, 4 heads, width 256, context 256, batch 16, no
             dropout, on tiny_shakespeare
 
-and one for accelerators, not in the PyTorch comparison:
+and two for accelerators, not in the PyTorch comparison:
 
   gpt2_small  GPT-2 small: 12 layers, 12 heads, width 768, context 1024,
             vocabulary 50,304 (GPT-2's 50,257 padded as nanoGPT does),
@@ -20,6 +20,8 @@ and one for accelerators, not in the PyTorch comparison:
             betas, decay and clipping). Speed only: there is no GPT-2
             tokenizer here, so `deepl train` would fit Shakespeare's
             characters with a 50,304-way output.
+  gpt2_medium the same at GPT-2 medium's shape: 24 layers, 16 heads, width
+            1024, 355M parameters (for the sharded-state memory table).
 
 Synthetic batches of the real shapes (no data needed; char models use a
 65-token vocabulary unless --vocab_size says otherwise):
@@ -39,7 +41,7 @@ from ml_collections import config_dict
 
 from deepl.config import default_config
 
-VARIANTS = ('cnn', 'resnet20', 'lstm', 'gpt_mini', 'gpt2_small')
+VARIANTS = ('cnn', 'resnet20', 'lstm', 'gpt_mini', 'gpt2_small', 'gpt2_medium')
 
 
 def get_config(arg=None):
@@ -83,12 +85,12 @@ def get_config(arg=None):
     c.data.tokenizer = 'char'
     c.data.context = 256
     c.train.batch_size = 16
-  else:  # gpt2_small
+  else:  # gpt2_small, gpt2_medium
     c.task = 'causal_lm'
+    layers, heads, width = (12, 12, 768) if arg == 'gpt2_small' else (24, 16, 1024)
     c.model = config_dict.ConfigDict({
-        'name': 'gpt', 'num_layers': 12, 'num_heads': 12, 'width': 768, 'max_len': 1024,
-        'dropout': 0.0, 'vocab_size': 50304,
-        'attention_implementation': config_dict.placeholder(str)})  # None: cuDNN on a GPU
+        'name': 'gpt', 'num_layers': layers, 'num_heads': heads, 'width': width,
+        'max_len': 1024, 'dropout': 0.0, 'vocab_size': 50304})
     c.data.name = 'tiny_shakespeare'
     c.data.tokenizer = 'char'
     c.data.context = 1024

@@ -3,6 +3,7 @@
 import os
 import pathlib
 
+import jax
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -40,6 +41,13 @@ def tfds_data_dir(tmp_path_factory) -> pathlib.Path:
 def compilation_cache(tmp_path_factory):
   """The `deepl` runs of a session share a compilation cache, not the user's ~/.cache."""
   os.environ['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path_factory.mktemp('xla_cache'))
+
+
+@pytest.fixture
+def cpu_device():
+  """Runs a test on the host's CPU, whatever the default device (the CPU kernels' tests)."""
+  with jax.default_device(jax.devices('cpu')[0]):
+    yield
 
 
 def pytest_addoption(parser):

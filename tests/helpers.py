@@ -23,7 +23,7 @@ def env_for(devices: int | None = None, **extra) -> dict:
 def deepl(*args, devices: int | None = None, timeout: float = 300, command: str = 'train',
           env: dict | None = None, **popen):
   """`deepl <command> args...` in a fresh interpreter; returns CompletedProcess."""
-  return subprocess.run([sys.executable, '-m', 'deepl.main', command, *args],
+  return subprocess.run([sys.executable, '-m', 'deepl.cli.main', command, *args],
                         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                         env=env_for(devices, **(env or {})), **popen)
 

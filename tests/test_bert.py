@@ -19,7 +19,6 @@ from deepl import checkpoint
 from deepl import config as config_lib
 from deepl import data as data_lib
 from deepl.errors import UserError
-from deepl import init_from
 from deepl import models
 from deepl.models import bert
 from deepl.state import TrainState
@@ -139,7 +138,7 @@ def test_fine_tune_gets_the_pretrained_encoder_and_fresh_heads(tmp_path):
   ckpt.close()
 
   _, variables = _tiny_classifier()
-  loaded, fresh = init_from.load_params(str(tmp_path), variables['params'])
+  loaded, fresh = checkpoint.init_from(str(tmp_path), variables['params'])
   params = _flat(loaded)
   before, old = _flat(variables['params']), _flat(pretrained)
   encoder = [k for k in params if k.startswith("['encoder']")]
@@ -158,7 +157,7 @@ def test_fine_tune_gets_the_pretrained_encoder_and_fresh_heads(tmp_path):
 
 def test_masked_lm_loss_falls():
   model = bert.BertMLM(**dict(TINY, num_layers=1, width=16))
-  task = masked_lm.MaskedLMTask(model, augment='none', tokens_are_chars=False)
+  task = masked_lm.MaskedLMTask(model)
   # Counting sequences from different starts: a hidden token follows from its
   # neighbours, which a tiny model learns within 30 steps.
   lengths = jnp.asarray([10, 10, 9, 8, 7, 6, 5, 10], jnp.int32)
@@ -223,8 +222,11 @@ def test_shape_errors_name_the_numbers():
   with pytest.raises(ValueError, match="pool must be one of \\('cls', 'mean'\\)"):
     bert.BertClassifier(**TINY, pool='max').init(
         jax.random.PRNGKey(0), tokens, lengths, train=False)
-  with pytest.raises(UserError, match=r'train.mask_rate=1.5: use a share of the tokens in \(0, 1\]'):
-    masked_lm.MaskedLMTask(bert.BertMLM(**TINY), mask_rate=1.5)
+  config = _experiment('pretrain')
+  config.task_options.mask_rate = 1.5
+  with pytest.raises(UserError,
+                     match=r'task_options.mask_rate=1.5: use a share of the tokens in \(0, 1\]'):
+    config_lib.validate(config)
 
 
 # ------------------------------------------------------------------ experiment

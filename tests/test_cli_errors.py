@@ -11,8 +11,6 @@ from ml_collections import config_dict
 import pytest
 
 from deepl import config as config_lib
-from deepl import data
-from deepl import train
 from deepl.errors import UserError
 from tests import helpers
 
@@ -210,16 +208,21 @@ def test_checkpoint_of_a_different_shape(finished_run, tfds_data_dir, tmp_path):
     ({'name': 'resnet20', 'widths': (16, 0, 64)}, False, 'none',
      r"widths=\(16, 0, 64\) must be positive"),
 ])
-def test_config_is_checked_before_any_data(tmp_path, monkeypatch, model, remat, augment, needle):
-  """A bad model config fails at once, not after a download that can take minutes."""
-  prepared = []
-  monkeypatch.setattr(data, 'get_dataset', lambda *args, **kwargs: prepared.append(args))
+def test_model_config_is_checked_with_the_rest(model, remat, augment, needle):
   config = config_lib.default_config()
   config.data.name = 'mnist'
   config.model = config_dict.ConfigDict(model)
   config.train.remat = remat
   config.data.augment = augment
   with pytest.raises(UserError, match=needle):
-    train.train_and_evaluate(config, str(tmp_path / 'w'))
-  assert not prepared
-  assert not (tmp_path / 'w').exists()
+    config_lib.validate(config)
+
+
+def test_config_is_checked_before_any_data(tmp_path):
+  """A bad config fails at once: before a download that can take minutes, and before the
+  workdir is made. Were the data prepared first, the missing manual_dir would be the error."""
+  result = helpers.deepl('--config.data.name=mnist', f'--config.data.manual_dir={tmp_path}/none',
+                         f'--config.data.data_dir={tmp_path}/tfds', '--config.train.remat=True',
+                         f'--workdir={tmp_path}/w')
+  _assert_user_error(result, "model 'cnn' has no remat option")
+  assert not (tmp_path / 'w').exists() and not (tmp_path / 'tfds').exists()

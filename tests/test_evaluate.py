@@ -27,16 +27,15 @@ def test_evaluate_repeats_the_logged_eval(run, step):
   result = _evaluate(run, *([f'--step={step}'] if step else []))
   assert result.returncode == 0, result.stderr
   logged = _logged(run, step or 20)
-  head, shown = result.stdout.strip().split(': ', 1)
-  assert head == f'test at step {step or 20}'
-  got = dict(pair.split(' ') for pair in shown.split(', '))
-  assert got == {k: f'{logged[k]:.4f}' for k in ('loss', 'accuracy')}
+  # The metrics training logged, rounded as the log shows them.
+  assert result.stdout.strip() == (f'test at step {step or 20} | loss {logged["loss"]:.4f} | '
+                                   f'accuracy {100 * logged["accuracy"]:.2f}%')
 
 
 def test_evaluate_another_split(run):
   result = _evaluate(run, '--split=train')
   assert result.returncode == 0, result.stderr
-  assert result.stdout.startswith('train at step 20: accuracy ')
+  assert result.stdout.startswith('train at step 20 | loss ')
 
 
 @pytest.mark.parametrize('args,needle', [

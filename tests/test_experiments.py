@@ -28,7 +28,9 @@ def test_default_experiment_reaches_97_percent(tfds_data_dir, tmp_path):
 @pytest.mark.parametrize('experiment,raw,bar', [
     ('mnist_cnn', 'mnist', 0.992),
     ('fashion_mnist_cnn', 'fashion_mnist', 0.91),
-    ('cifar10_resnet20', 'cifar10_subset', 0.0),  # a 4,000-image subset: no bar
+    # The 4,000-image subset: 66.3% on its 1,000 test images, 66.7-67.9% over earlier runs
+    # that rounded differently (docs/experiments.md); a broken step stays far below 63%.
+    ('cifar10_resnet20', 'cifar10_subset', 0.63),
 ])
 def test_experiment_reaches_its_bar(experiment, raw, bar, shared_data, tfds_data_dir, tmp_path):
   result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/{experiment}.py',

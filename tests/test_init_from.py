@@ -7,7 +7,6 @@ import pytest
 
 from deepl import checkpoint
 from deepl import data as data_lib
-from deepl import init_from
 from deepl.errors import UserError
 from deepl.state import TrainState
 from tests import helpers
@@ -34,7 +33,7 @@ def test_encoder_comes_from_the_checkpoint_and_the_head_is_new(tmp_path):
   step_folder = tmp_path / 'checkpoints' / '7'
   # A workdir or a step folder, absolute or relative (Orbax itself reads absolute paths only).
   for path in (tmp_path, step_folder, os.path.relpath(tmp_path), os.path.relpath(step_folder)):
-    params, fresh = init_from.load_params(str(path), new)
+    params, fresh = checkpoint.init_from(str(path), new)
     np.testing.assert_array_equal(params['encoder']['layer0']['kernel'],
                                   encoder['layer0']['kernel'])
     np.testing.assert_array_equal(params['cls_head']['kernel'], fresh_head['kernel'])
@@ -48,7 +47,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caps
     if f.is_file() and f.stat().st_size > 0:
       f.write_bytes(b'\0garbage' * 8)
   fresh = {'dense': {'kernel': np.zeros((2, 2), np.float32)}}
-  params, _ = init_from.load_params(str(tmp_path), fresh)
+  params, _ = checkpoint.init_from(str(tmp_path), fresh)
   np.testing.assert_array_equal(params['dense']['kernel'], np.full((2, 2), 7))
   assert 'checkpoint 9 is unreadable' in capsys.readouterr().err
 
@@ -56,11 +55,11 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caps
 def test_other_architectures_and_empty_paths_are_user_errors(tmp_path):
   _save(tmp_path, {'dense': {'kernel': np.ones((4, 4), np.float32)}})
   with pytest.raises(UserError, match=r"different architecture: \['dense'\]\['kernel'\] has shape"):
-    init_from.load_params(str(tmp_path), {'dense': {'kernel': np.ones((4, 5), np.float32)}})
+    checkpoint.init_from(str(tmp_path), {'dense': {'kernel': np.ones((4, 5), np.float32)}})
   with pytest.raises(UserError, match='shares no parameter'):
-    init_from.load_params(str(tmp_path), {'conv': {'kernel': np.ones((4, 4), np.float32)}})
+    checkpoint.init_from(str(tmp_path), {'conv': {'kernel': np.ones((4, 4), np.float32)}})
   with pytest.raises(UserError, match='holds no checkpoint'):
-    init_from.load_params(str(tmp_path / 'nothing'), {})
+    checkpoint.init_from(str(tmp_path / 'nothing'), {})
 
 
 def test_cli_fine_tune_start(tmp_path, tfds_data_dir):
@@ -81,6 +80,6 @@ def test_tokenizer_dir_of_a_workdir_or_a_step_folder(tmp_path):
   (tmp_path / 'run' / 'tokenizer').mkdir(parents=True)
   (tmp_path / 'run' / 'checkpoints' / '7').mkdir(parents=True)
   expected = str(tmp_path / 'run' / 'tokenizer')
-  assert init_from.tokenizer_dir(str(tmp_path / 'run')) == expected
-  assert init_from.tokenizer_dir(str(tmp_path / 'run' / 'checkpoints' / '7')) == expected
-  assert init_from.tokenizer_dir(str(tmp_path / 'elsewhere')) is None
+  assert checkpoint.tokenizer_dir(str(tmp_path / 'run')) == expected
+  assert checkpoint.tokenizer_dir(str(tmp_path / 'run' / 'checkpoints' / '7')) == expected
+  assert checkpoint.tokenizer_dir(str(tmp_path / 'elsewhere')) is None

@@ -120,7 +120,7 @@ def test_required_field_without_value_is_a_user_error(monkeypatch):
 
 
 def test_field_names_exclude_flax_internals():
-  assert models.field_names('cnn') == ['num_classes', 'dtype']
+  assert models.field_names('cnn') == ['num_classes', 'dtype', 'param_dtype', 'kernels']
   fields = models.field_names('resnet50')
   assert {'num_classes', 'dtype', 'bn_axis_name', 'stage_sizes'} <= set(fields)
   assert 'parent' not in fields and 'name' not in fields

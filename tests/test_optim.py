@@ -245,7 +245,7 @@ def test_accumulation_equals_one_step_on_the_mean(name):
 ])
 def test_bad_values_raise_user_error(overrides, needle):
   with pytest.raises(UserError) as e:
-    optim.make_optimizer(make_cfg(**overrides), 10)
+    optim.validate(make_cfg(**overrides), 10)
   msg = str(e.value)
   assert needle in msg
   assert '\n' not in msg

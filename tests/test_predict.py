@@ -6,6 +6,7 @@ The text classifier's side runs on test_text_train.py's SST-2 run.
 import json
 import pathlib
 import re
+import shutil
 
 import jax
 import numpy as np
@@ -13,10 +14,10 @@ from PIL import Image
 import pytest
 
 from deepl import config as config_lib
-from deepl import predict
-from deepl import trained_run
+from deepl.cli import predict
 from deepl.data import datasets
 from deepl.errors import UserError
+from deepl.inference import trained_run
 from tests import helpers
 from tests.test_cli_errors import _assert_user_error
 
@@ -73,6 +74,21 @@ def test_one_input_and_beam_search(dates_run, validation):
   assert single.stdout == greedy.stdout.splitlines(keepends=True)[0]
 
 
+def test_a_run_written_by_an_earlier_deepl(dates_run, validation, tmp_path):
+  # Its config.json had eval.beam_size and the source length in data.max_length.
+  old = tmp_path / 'old'
+  shutil.copytree(dates_run, old)
+  config = json.loads((old / 'config.json').read_text())
+  config['eval'].update(beam_size=1, length_penalty=0.6)
+  config['data']['max_length'] = config['data'].pop('max_source')
+  del config['task_options']
+  (old / 'config.json').write_text(json.dumps(config))
+  lines = ''.join(f'{s}\n' for s in validation.sources[:20])
+  then, now = (_predict(run, '--input=-', input=lines) for run in (old, dates_run))
+  assert then.returncode == 0, then.stderr
+  assert then.stdout == now.stdout
+
+
 def test_step_picks_the_checkpoint(dates_run, validation):
   lines = ''.join(f'{s}\n' for s in validation.sources[:50])
   newest, last, early = (_predict(dates_run, '--input=-', *step, input=lines)
@@ -94,7 +110,8 @@ def test_step_picks_the_checkpoint(dates_run, validation):
 ])
 def test_bad_input(dates_run, inputs, beam_size, needle):
   with pytest.raises(UserError, match=re.escape(needle)):
-    predict.predict(str(dates_run), inputs, beam_size=beam_size)
+    predict.predict(config_lib.load_run_config(str(dates_run)), str(dates_run), inputs,
+                    beam_size=beam_size)
 
 
 def test_bad_input_from_the_command_line(dates_run):

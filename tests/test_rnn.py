@@ -14,7 +14,6 @@ import pytest
 
 from deepl import models
 from deepl.models import rnn
-from tests import helpers
 
 CELLS = ('rnn', 'lstm', 'gru')
 TINY = dict(embed_dim=4, hidden_dim=5)
@@ -124,46 +123,6 @@ def test_scan_matches_numpy_loop(cell):
   np.testing.assert_allclose(ys, want_ys, rtol=1e-5, atol=1e-6)
   for got, want in zip(carry, want_carry):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-def _plain_scan(cell, w_h, b_h, carry, xw, mask):
-  """The recurrence as an ordinary lax.scan, differentiated by JAX itself."""
-  def body(c, inputs):
-    xw_t, mask_t = inputs
-    hw = rnn._recurrent_half(c[-1], w_h, b_h)  # pylint: disable=protected-access
-    return rnn._masked_step(cell, c, xw_t, hw, mask_t)  # pylint: disable=protected-access
-  return jax.lax.scan(body, carry, (xw, mask))
-
-
-@pytest.mark.parametrize('cell', ['rnn', 'lstm', 'gru'])
-@pytest.mark.parametrize('ragged', [False, True])
-def test_scan_cell_gradients_equal_autodiff_of_a_plain_scan(cell, ragged):
-  # scan_cell's own backward pass computes dW_h after the loop; every
-  # gradient must be the one JAX derives for the plain loop.
-  steps, b, h = 7, 3, 5
-  g = rnn.GATES[cell]
-  keys = jax.random.split(jax.random.PRNGKey(0), 6)
-  w_h = 0.5 * jax.random.normal(keys[0], (h, g * h))
-  b_h = jax.random.normal(keys[1], (g * h,)) if cell == 'gru' else None
-  carry = tuple(jax.random.normal(k, (b, h))
-                for k in keys[2:4][:len(rnn.initial_carry(cell, 1, 1))])
-  xw = jax.random.normal(keys[4], (steps, b, g * h))
-  mask = (rnn.valid_mask(jnp.array([7, 3, 0]), steps).T[..., None]
-          if ragged else None)
-  weights = jnp.arange(1, steps + 1, dtype=jnp.float32)[:, None, None]
-
-  def loss(scan, w_h, b_h, carry, xw):
-    final, ys = scan(cell, w_h, b_h, carry, xw, mask)
-    return (ys ** 2 * weights).sum() + sum((1.3 * c).sum() for c in final)
-
-  grad = lambda scan: jax.grad(functools.partial(loss, scan), argnums=(0, 1, 2, 3))(
-      w_h, b_h, carry, xw)
-  ours, reference = grad(rnn.scan_cell), grad(_plain_scan)
-  assert len(jax.tree.leaves(ours)) == len(jax.tree.leaves(reference))
-  for a, r in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
-    np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(rnn.scan_cell(cell, w_h, b_h, carry, xw, mask)[1],
-                             _plain_scan(cell, w_h, b_h, carry, xw, mask)[1], atol=1e-6)
 
 
 def test_lstm_forget_bias_starts_at_one():
@@ -316,49 +275,6 @@ def test_decode_ragged_prompts_keep_each_state():
                         rtol=1e-5, atol=1e-6)
 
 
-# ------------------------------------------- projecting the embedding table
-
-
-@pytest.mark.parametrize('cell', CELLS)
-def test_token_inputs_give_the_values_and_gradients_of_their_embeddings(cell):
-  # Both directions and ragged lengths: the backward one reverses the ids.
-  stack = rnn.RNNStack(cell, hidden_dim=5, bidirectional=True)
-  lengths = np.array([7, 4, 2])
-  ids = _tokens(lengths, 7)
-  table = _random((VOCAB, 3), seed=5)
-  variables = _init(stack, table[ids], lengths)
-
-  @functools.partial(jax.jit, static_argnums=2)
-  def loss_and_grads(variables, table, tokens):
-    def loss(variables, table):
-      x = rnn.TokenInputs(table, ids) if tokens else jnp.take(table, ids, axis=0)
-      ys, carries = stack.apply(variables, x, lengths, train=False)
-      return jnp.sum(ys ** 2) + sum(jnp.sum(c[-1] ** 2) for c in carries[0])
-    return jax.value_and_grad(loss, argnums=(0, 1))(variables, table)
-
-  _assert_trees_close(loss_and_grads(variables, table, True),
-                      loss_and_grads(variables, table, False), rtol=1e-5, atol=1e-6)
-
-
-def _projects_table(lm, variables, tokens, **kwargs):
-  """Whether the LM's forward multiplies the (vocab, embed) table by a kernel."""
-  dots = helpers.dot_operands(lambda v: lm.apply(v, tokens, **kwargs), variables)
-  return (VOCAB, TINY['embed_dim']) in {lhs.shape for lhs, _ in dots}
-
-
-def test_lm_projects_the_table_only_where_no_dropout_comes_between():
-  rngs = {'rngs': {'dropout': jax.random.key(1)}}
-  many = _tokens([6] * 3, 6)      # 18 tokens, more than the 11 ids
-  few = _tokens([5, 5], 5)        # 10 tokens
-  plain = rnn.RNNLM(vocab_size=VOCAB, **TINY)
-  dropped = rnn.RNNLM(vocab_size=VOCAB, dropout=0.5, **TINY)
-  variables = _init(plain, many)
-  assert _projects_table(plain, variables, many, train=True, **rngs)
-  assert _projects_table(dropped, variables, many, train=False)
-  assert not _projects_table(dropped, variables, many, train=True, **rngs)
-  assert not _projects_table(plain, variables, few, train=False)
-
-
 # ------------------------------------------------------- dropout, purity
 
 
@@ -436,7 +352,7 @@ def test_registry_builds_both_models():
   assert isinstance(clf, rnn.RNNClassifier)
   assert models.field_names('rnn_classifier') == [
       'vocab_size', 'num_classes', 'cell', 'embed_dim', 'hidden_dim',
-      'num_layers', 'bidirectional', 'dropout', 'pool', 'dtype']
+      'num_layers', 'bidirectional', 'dropout', 'pool', 'dtype', 'param_dtype', 'kernels']
 
 
 @pytest.mark.parametrize('name', ['rnn_classifier', 'rnn_lm'])

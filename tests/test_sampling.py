@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from deepl import models
-from deepl import sampling
+from deepl.cli import sample
+from deepl.inference import decoding
 from deepl.errors import UserError
 
 LOGITS = jnp.log(jnp.array([[0.5, 0.2, 0.15, 0.1, 0.05]]))
@@ -17,12 +18,12 @@ def kept(logits):
 
 
 def test_temperature_scales_logits():
-  out = sampling.filter_logits(LOGITS, temperature=0.5)
+  out = decoding.filter_logits(LOGITS, temperature=0.5)
   np.testing.assert_allclose(out, LOGITS / 0.5, rtol=1e-6)
 
 
 def test_top_k_keeps_the_k_most_likely():
-  assert kept(sampling.filter_logits(LOGITS, temperature=1.0, top_k=2)) == [
+  assert kept(decoding.filter_logits(LOGITS, temperature=1.0, top_k=2)) == [
       True, True, False, False, False]
 
 
@@ -33,11 +34,11 @@ def test_top_k_keeps_the_k_most_likely():
     (1.0, [True] * 5),
 ])
 def test_top_p_keeps_the_smallest_set_reaching_p(top_p, expected):
-  assert kept(sampling.filter_logits(LOGITS, temperature=1.0, top_p=top_p)) == expected
+  assert kept(decoding.filter_logits(LOGITS, temperature=1.0, top_p=top_p)) == expected
 
 
 def test_top_k_and_top_p_combine():
-  assert kept(sampling.filter_logits(LOGITS, temperature=1.0, top_k=3, top_p=0.99)) == [
+  assert kept(decoding.filter_logits(LOGITS, temperature=1.0, top_k=3, top_p=0.99)) == [
       True, True, True, False, False]
 
 
@@ -52,17 +53,17 @@ def test_bad_options(options, needle):
   kwargs = dict(prompt='ROMEO:', length=10, temperature=1.0, top_k=0, top_p=1.0)
   kwargs.update(options)
   with pytest.raises(UserError, match=needle.replace('(', r'\(')):
-    sampling.check_options(**kwargs)
+    sample.check_options(**kwargs)
 
 
 @pytest.mark.parametrize('name', ['rnn_lm'])
 def test_generate_is_deterministic_per_seed(name):
   model = models.build(name, vocab_size=11, embed_dim=8, hidden_dim=16, num_layers=1)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32), train=False)['params']
-  run = lambda seed: sampling.generate(model, params, [1, 2, 3], 20, temperature=1.5, seed=seed)
+  run = lambda seed: decoding.generate(model, params, [1, 2, 3], 20, temperature=1.5, seed=seed)
   assert run(0) == run(0)
   assert run(0) != run(1)
   assert all(0 <= t < 11 for t in run(2))
-  greedy = sampling.generate(model, params, [1, 2, 3], 5, temperature=1e-6)
+  greedy = decoding.generate(model, params, [1, 2, 3], 5, temperature=1e-6)
   logits = model.apply({'params': params}, jnp.array([[1, 2, 3]]), train=False)
   assert greedy[0] == int(jnp.argmax(logits[0, -1]))

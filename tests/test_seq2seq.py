@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepl import decoding
 from deepl import metrics
 from deepl import models
 from deepl import tasks
@@ -27,6 +26,7 @@ from deepl.data import tokenizers
 from deepl.data.builders import BUILDERS
 from deepl.data.builders import dates
 from deepl.errors import UserError
+from deepl.inference import decoding
 from deepl.models import seq2seq
 from deepl.tasks.seq2seq import corpus_bleu
 from deepl.tasks.seq2seq import generation_sums

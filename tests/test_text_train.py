@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from deepl import config as config_lib
-from deepl import train
-from deepl import trained_run
+from deepl import experiment
+from deepl.inference import trained_run
 from tests import helpers
 from tests.test_cli_errors import _assert_user_error
 
@@ -100,7 +100,7 @@ def test_sample_and_evaluate_take_a_relative_workdir(shakespeare_run):
   assert sampled.stdout.startswith('ROMEO:') and 'WARNING' not in sampled.stderr
   evaluated = helpers.deepl(f'--workdir={relative}', command='evaluate')
   assert evaluated.returncode == 0, evaluated.stderr
-  assert evaluated.stdout.startswith('validation at step 30:') and 'WARNING' not in evaluated.stderr
+  assert evaluated.stdout.startswith('validation at step 30 |') and 'WARNING' not in evaluated.stderr
 
 
 def test_sample_from_a_run_written_on_four_devices(shared_data, tfds_data_dir, tmp_path):
@@ -137,8 +137,8 @@ def test_predict_classifies_as_the_pipeline_batches(sst2_run):
   # deepl predict tokenizes and cuts each text itself: its labels and
   # probabilities must be the model's on the pipeline's own batch of them.
   config = config_lib.load_run_config(str(sst2_run))
-  setup = train.build(config, str(sst2_run))
-  source, texts = setup.splits['validation'], setup.dataset.splits['validation'].texts
+  exp = experiment.build(config, str(sst2_run))
+  source, texts = exp.splits['validation'], exp.dataset.splits['validation'].texts
   batch = source.gather(np.arange(len(source)))
   run = trained_run.load(str(sst2_run))
   logits = run.task.model.apply(run.variables, batch['tokens'], batch['length'], train=False)

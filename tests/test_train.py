@@ -63,7 +63,7 @@ def reference_run(tmp_path_factory, tfds_data_dir):
 
 def _start(workdir, tfds_data_dir, *extra):
   return subprocess.Popen(
-      [sys.executable, '-m', 'deepl.main', 'train', f'--workdir={workdir}',
+      [sys.executable, '-m', 'deepl.cli.main', 'train', f'--workdir={workdir}',
        f'--config.data.data_dir={tfds_data_dir}', *RESUME_ARGS, *extra],
       cwd=helpers.ROOT, env=helpers.env_for(), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True)
@@ -178,9 +178,8 @@ def test_outputs_of_a_run(reference_run):
       raw['steps_per_sec'] * 64)
   # flops_per_sec / steps_per_sec is the step's count: ~0.11 GFLOP for this CNN.
   assert raw['mfu'] > 0 and 5e7 < raw['flops_per_sec'] / raw['steps_per_sec'] < 5e8
-  # The loop's own time per step, in three parts, fits inside the step's wall time.
-  parts = [raw[k] for k in ('input_ms', 'dispatch_ms', 'wait_ms')]
-  assert min(parts) >= 0 and 0 < sum(parts) <= 1e3 / raw['steps_per_sec']
+  # Where the loop's time went, per step (tests/test_metering.py checks the sums).
+  assert all(raw[k] >= 0 for k in ('input_ms', 'dispatch_ms', 'wait_ms'))
   assert list((reference_run / 'tensorboard').glob('events.out.tfevents.*'))
   kept = sorted(int(p.name) for p in (reference_run / 'checkpoints').iterdir()
                 if p.name.isdigit())
@@ -237,7 +236,7 @@ def test_two_processes_match_one(tfds_data_dir, tmp_path):
   multi = tmp_path / 'multi'
   port = _free_port()
   procs = [subprocess.Popen(
-      [sys.executable, '-m', 'deepl.main', 'train', f'--workdir={multi}', *args,
+      [sys.executable, '-m', 'deepl.cli.main', 'train', f'--workdir={multi}', *args,
        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
       cwd=helpers.ROOT, env=helpers.env_for(), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True) for i in range(2)]

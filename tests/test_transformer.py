@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from deepl import models
-from deepl import sampling
+from deepl.inference import decoding
 from deepl.models import gpt
 from deepl.models import transformer
 from deepl.models import vit
@@ -94,45 +94,6 @@ def test_attention_matches_numpy(cross, padding, causal):
                         ref_mask)
   assert out.shape == (b, t, width)
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize('length,causal,mask_kind,chunked', [
-    (256, True, None, False),      # 4 causal blocks of 64
-    (200, True, 'padding', False),  # 3 uneven blocks
-    (130, True, 'rows', False),     # 2 blocks, a (b, 1, T, S) mask
-    (9, True, None, False),         # one block
-    (96, False, 'padding', False),
-    (256, True, None, True),        # each batch element on its own
-    (200, True, 'padding', True),
-    (130, True, 'rows', True),
-])
-def test_cpu_attention_equals_jaxs_xla_path(length, causal, mask_kind, chunked, monkeypatch):
-  # The CPU path (blocked causal einsums, in batch chunks when the logits are
-  # big) must give the values and gradients of jax.nn.dot_product_attention,
-  # which implementation='xla' forces.
-  if chunked:
-    monkeypatch.setattr(transformer, '_CHUNK_LOGITS_BYTES', 1)
-  keys = jax.random.split(jax.random.key(0), 4)
-  q, k, v = (jax.random.normal(key, (2, length, 3, 8)) for key in keys[:3])
-  if mask_kind == 'padding':
-    mask = transformer.key_padding_mask(jnp.arange(length)[None, :] < jnp.array([[length], [length - 7]]))
-  elif mask_kind == 'rows':
-    mask = jax.random.bernoulli(keys[3], 0.7, (2, 1, length, length)) | jnp.eye(length, dtype=bool)
-  else:
-    mask = None
-  weights = jnp.arange(length, dtype=jnp.float32)[None, :, None, None]
-
-  def loss(q, k, v, implementation):
-    out = transformer.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
-                                            implementation=implementation)
-    return (out ** 2 * weights).sum(), out
-
-  grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True), static_argnums=3)
-  (dq, dk, dv), out = grad(q, k, v, None)
-  (rq, rk, rv), ref = grad(q, k, v, 'xla')
-  np.testing.assert_allclose(out, ref, atol=2e-6)
-  for ours, theirs in ((dq, rq), (dk, rk), (dv, rv)):
-    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-3)
 
 
 def test_gelu_is_the_exact_gelu():
@@ -364,9 +325,9 @@ def test_bfloat16_keeps_float32_params_and_logits():
 
 def test_sampler_generates_deterministically():
   model, variables = _tiny_gpt()
-  first = sampling.generate(model, variables['params'], [1, 2, 3], 9, seed=0)
+  first = decoding.generate(model, variables['params'], [1, 2, 3], 9, seed=0)
   assert len(first) == 9 and all(0 <= t < VOCAB for t in first)
-  assert sampling.generate(model, variables['params'], [1, 2, 3], 9,
+  assert decoding.generate(model, variables['params'], [1, 2, 3], 9,
                            seed=0) == first
 
 

@@ -22,7 +22,7 @@ bench() {  # NAME FLAGS...
 }
 b=experiments/benchmarks.py
 bench gpt2_small --config=$b:gpt2_small
-bench gpt2_small_xla_attention --config=$b:gpt2_small --config.model.attention_implementation=xla
+bench gpt2_small_xla_attention --config=$b:gpt2_small --config.attention=xla
 bench baby_gpt_bf16 --config=experiments/shakespeare_gpt.py --config.train.compute_dtype=bfloat16
 bench baby_gpt --config=experiments/shakespeare_gpt.py
 bench cnn --config=$b:cnn

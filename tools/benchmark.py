@@ -5,12 +5,12 @@
       [--config.train.batch_size=32 ...]
 
 The step is the one `deepl train` compiles: the experiment's task, model and
-optimizer (`train.make_task`, `optim.make_optimizer`), `train.train_step`
-through the runner of config.parallel, the state from `train.initial_state`.
-Only the data is made up: random examples of the shapes and dtypes the real
-source gives (images uint8 with random labels; text full-length token ids
-drawn Zipf-distributed, as text repeats its ids), so nothing is downloaded or
-prepared. A text model's vocabulary is --vocab_size, else the config's
+optimizer (`experiment.make_task`, `optim.make_optimizer`), `train.train_step`
+through the runner of config.parallel, the state from the experiment's
+`initial_state`. Only the data is made up: random examples of the shapes and
+dtypes the task's `batch_spec` gives (images uint8 with random labels; text
+full-length token ids drawn Zipf-distributed, as text repeats its ids), so
+nothing is downloaded or prepared. A text model's vocabulary is --vocab_size, else the config's
 model.vocab_size, else sentencepiece's data.vocab_size, else 65 for char
 (Tiny Shakespeare) or 16384 for word.
 
@@ -28,12 +28,6 @@ Bad input (a missing config, an unknown flag or key) is one `deepl: error:`
 line and exit code 2, as for `deepl train`.
 """
 
-from deepl import huge_pages
-
-# First, as `deepl` does: the restart re-runs this file, and the imports below take 1.5-4 s.
-if __name__ == '__main__':
-  huge_pages.restart()
-
 import dataclasses
 import functools
 import json
@@ -49,11 +43,15 @@ import numpy as np
 
 from deepl import config as config_lib
 from deepl import data as data_lib
-from deepl import main as cli
+from deepl import experiment
+from deepl import kernels
+from deepl import metering
 from deepl import optim
 from deepl import parallel
+from deepl import sharding
+from deepl import tasks
 from deepl import train
-from deepl import xla_cpu
+from deepl.cli import main as cli
 from deepl.data import datasets
 from deepl.errors import UserError
 
@@ -63,6 +61,8 @@ flags.DEFINE_integer('warmup', 2, 'Untimed steps after compiling.')
 flags.DEFINE_integer('vocab_size', None, 'Text models: token ids to draw from '
                      '(default: the config\'s, else 65 for char, 16384 for word).')
 flags.DEFINE_string('json', None, 'Also write the figures here.')
+flags.DEFINE_bool('state_only', False, 'Only create the sharded train state and report its '
+                  'memory (state_bytes, state_bytes_per_device); compile no step.')
 FLAGS = flags.FLAGS
 
 DEFAULT_VOCAB = {'char': 65, 'word': 16384}
@@ -96,8 +96,8 @@ def zipf_tokens(rng: np.random.Generator, low: int, high: int, shape) -> np.ndar
 class SyntheticSource:
   """Random examples with the shapes and dtypes of a real source; `gather` like one.
 
-  spec: field -> (per-example shape, dtype, low, high), values in [low, high);
-  dtype 'token' draws int32 ids with `zipf_tokens`.
+  spec: a task's `batch_spec`, field -> (per-example shape, dtype, low, high),
+  values in [low, high); dtype 'token' draws int32 ids with `zipf_tokens`.
   """
 
   def __init__(self, spec: dict, size: int = 1 << 20, seed: int = 0):
@@ -127,39 +127,21 @@ def text_vocab_size(config, vocab_size: int | None = None) -> int:
   return DEFAULT_VOCAB.get(config.data.tokenizer, 65)
 
 
-def batch_spec(config, features, num_classes, vocab: int) -> dict:
-  """field -> (shape, dtype, low, high) of one example, as deepl.data gives it."""
-  labels = ((), np.int32, 0, num_classes or 2)
-  if 'image' in features:
-    return {'image': (tuple(features['image'].shape), np.uint8, 0, 256), 'label': labels}
-  tokens = lambda n: ((n,), 'token', 1, vocab)  # never the pad id 0
-  full = lambda n: ((), np.int32, n, n + 1)      # every position real
-  if config.task == 'causal_lm':
-    return {'tokens': tokens(config.data.context + 1)}
-  if config.task == 'seq2seq':
-    return {'inputs': tokens(config.data.max_length),
-            'input_length': full(config.data.max_length),
-            'targets': tokens(config.data.max_target + 2)}
-  # classification and masked LM: every text at the longest bucket
-  return {'tokens': tokens(config.data.max_length), 'length': full(config.data.max_length),
-          'label': labels}
-
-
-def synthetic_setup(config, vocab_size: int | None = None) -> train.Setup:
-  """The `train.build` of `config` with random data in place of the data set."""
+def synthetic_experiment(config, vocab_size: int | None = None) -> experiment.Experiment:
+  """The `experiment.build` of `config` with random data in place of the data set."""
   features = datasets.get_builder(config.data.name).info.features  # no download
   num_classes = datasets.NUM_CLASSES.get(config.data.name)
-  is_image = 'image' in features
-  tokenizer = None if is_image else SyntheticTokenizer(text_vocab_size(config, vocab_size),
-                                                       config.data.tokenizer)
-  source = SyntheticSource(batch_spec(config, features, num_classes,
-                                      tokenizer and tokenizer.vocab_size))
-  dataset = data_lib.Dataset(
-      name=config.data.name, splits={'train': source}, num_classes=num_classes,
-      image_shape=tuple(features['image'].shape) if is_image else None)
-  task, init_task = train.make_task(config, dataset.num_classes, tokenizer)
+  image_shape = tuple(features['image'].shape) if 'image' in features else None
+  tokenizer = None if image_shape else SyntheticTokenizer(text_vocab_size(config, vocab_size),
+                                                          config.data.tokenizer)
+  spec = tasks.get(config.task).batch_spec(config, image_shape=image_shape,
+                                           num_classes=num_classes,
+                                           vocab_size=tokenizer and tokenizer.vocab_size)
+  dataset = data_lib.Dataset(name=config.data.name, splits={'train': SyntheticSource(spec)},
+                             num_classes=num_classes, image_shape=image_shape)
+  task, init_task = experiment.make_task(config, num_classes=num_classes, tokenizer=tokenizer)
   tx = optim.make_optimizer(config.optim, config.train.num_steps)
-  return train.Setup(dataset, dataset.splits, tokenizer, task, init_task, tx)
+  return experiment.Experiment(config, dataset, dataset.splits, tokenizer, task, init_task, tx)
 
 
 # --------------------------------------------------------------------- harness
@@ -172,25 +154,25 @@ class Harness:
   gives every figure. Side-by-side tools alternate windows of several.
   """
 
-  def __init__(self, config, *, vocab_size: int | None = None, warmup: int = 2):
-    self.config = config
-    self.runner = runner = parallel.make_runner(config.parallel)
+  def __init__(self, config, *, vocab_size: int | None = None, warmup: int = 2,
+               compiler_options: dict | None = None):
+    """compiler_options: XLA's options for the step; default the layer set's, as deepl train's."""
+    self.config = config = config.copy_and_resolve_references()
+    kernels.resolve_config(config)  # as deepl train does
+    self.runner = runner = parallel.make_runner(config, compiler_options=compiler_options)
     batch_size = config.train.batch_size
-    parallel.check_batch_size(batch_size, config.parallel)
-    setup = synthetic_setup(config, vocab_size)
-    self.state = train.initial_state(setup, config, runner)
-    source = setup.splits[setup.dataset.train_split]
-    host_batch = source.gather(np.arange(batch_size // jax.process_count()))
+    exp = synthetic_experiment(config, vocab_size)
+    self.state = exp.initial_state(runner)
+    host_batch = exp.train_source.gather(np.arange(batch_size // jax.process_count()))
     # The counts `deepl train` logs: the global step's tokens and FLOPs (scans
     # counted per trip, and XLA's own number), and the device peak.
-    self.cost = train.StepCost(setup, config, runner, self.state)
+    self.cost = metering.StepCost(train.train_step, exp, self.state, runner)
     self.tokens_per_step, self.flops_per_step, self.xla_flops_per_step = self.cost.counts(
         host_batch)
     self.num_params = sum(x.size for x in jax.tree.leaves(runner.to_saveable(self.state).params))
 
     self.batch = runner.put_batch(host_batch)
-    step = runner.compile_train(functools.partial(train.train_step, task=setup.task,
-                                                  tx=setup.tx))
+    step = runner.compile_train(functools.partial(train.train_step, task=exp.task, tx=exp.tx))
     start = time.perf_counter()
     self.step = step.lower(self.state, self.batch).compile()
     self.compile_seconds = time.perf_counter() - start
@@ -226,6 +208,9 @@ class Harness:
       stats = {}
     if 'peak_bytes_in_use' in stats:
       out['device_peak_bytes_in_use'] = int(stats['peak_bytes_in_use'])
+    # The train state: all of it, and the most any one device holds of it.
+    out['state_bytes'] = sum(x.nbytes for x in jax.tree.leaves(self.state))
+    out['state_bytes_per_device'] = sharding.state_bytes_per_device(self.state)
     # Linux reports kilobytes.
     out['host_max_rss_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return out
@@ -242,7 +227,9 @@ class Harness:
     return {
         'model': config.model.name, 'task': config.task, 'data': config.data.name,
         'batch_size': config.train.batch_size, 'num_params': int(self.num_params),
-        'dtype': dtype, 'parallel': config.parallel, 'platform': device.platform,
+        'dtype': dtype, 'parallel': config.parallel, 'kernels': config.kernels,
+        'mesh': dict(getattr(self.runner, 'mesh', None).shape) if config.parallel == 'jit' else None,
+        'attention': config.attention, 'platform': device.platform,
         'device_kind': device.device_kind, 'device_count': jax.device_count(),
         'compile_seconds': self.compile_seconds,
         'steps_per_sec': steps_per_sec, 'steps_per_sec_windows': list(rates),
@@ -258,6 +245,23 @@ class Harness:
     }
 
 
+def state_memory(config, *, vocab_size: int | None = None) -> dict:
+  """The train state's bytes, all and per device, created sharded as `deepl train` creates it.
+
+  No step is compiled: for models whose steps would take minutes here.
+  """
+  config = config.copy_and_resolve_references()
+  kernels.resolve_config(config)
+  runner = parallel.make_runner(config)
+  state = synthetic_experiment(config, vocab_size).initial_state(runner)
+  return {'model': config.model.name, 'num_params': int(sum(x.size for x in jax.tree.leaves(
+              runner.to_saveable(state).params))),
+          'mesh': dict(runner.mesh.shape) if config.parallel == 'jit' else None,
+          'device_count': jax.device_count(),
+          'state_bytes': sum(x.nbytes for x in jax.tree.leaves(state)),
+          'state_bytes_per_device': sharding.state_bytes_per_device(state)}
+
+
 def benchmark(config, *, steps: int = 20, windows: int = 3, warmup: int = 2,
               vocab_size: int | None = None) -> dict:
   """Every figure for `config`'s train step: see the module docstring."""
@@ -269,7 +273,8 @@ def format_report(r: dict) -> str:
   g = lambda x: f'{x / 1e9:.2f}' if x else '?'
   lines = [
       f"{r['model']} on {r['data']} ({r['num_params']:,} params, {r['dtype']}), batch "
-      f"{r['batch_size']}, {r['device_count']} {r['device_kind']} device(s), parallel={r['parallel']}",
+      f"{r['batch_size']}, {r['device_count']} {r['device_kind']} device(s), parallel={r['parallel']}, "
+      f"kernels={r['kernels']}, attention={r['attention']}",
       f"  compile {r['compile_seconds']:.1f} s; {r['steps_per_sec']:.3f} steps/s (median of "
       f"{', '.join(f'{x:.3f}' for x in r['steps_per_sec_windows'])}), "
       f"{r['examples_per_sec']:.1f} examples/s" +
@@ -309,14 +314,21 @@ def parse_flags(argv, help_modules=None):
 
 def run(argv=None):
   config = parse_flags(sys.argv if argv is None else argv)
-  xla_cpu.configure([config.model.name])  # as deepl train does
   logging.set_verbosity(logging.WARNING)
   try:
-    result = benchmark(config, steps=FLAGS.steps, windows=FLAGS.windows, warmup=FLAGS.warmup,
-                       vocab_size=FLAGS.vocab_size)
+    if FLAGS.state_only:
+      result = state_memory(config, vocab_size=FLAGS.vocab_size)
+    else:
+      result = benchmark(config, steps=FLAGS.steps, windows=FLAGS.windows, warmup=FLAGS.warmup,
+                         vocab_size=FLAGS.vocab_size)
   except UserError as err:
     cli.fail(str(err))
-  print(format_report(result), flush=True)
+  if FLAGS.state_only:
+    print(f"{result['model']} ({result['num_params']:,} params) on {result['mesh']}: state "
+          f"{result['state_bytes'] / 2**20:.1f} MiB, at most {result['state_bytes_per_device'] / 2**20:.1f} "
+          'MiB on one device', flush=True)
+  else:
+    print(format_report(result), flush=True)
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump(result, f, indent=2)

@@ -13,12 +13,6 @@ Side by side in one process, alternating, `rounds` times:
 Prints the median steps/s of each and their ratio (goal >= 0.90).
 """
 
-from deepl import huge_pages
-
-# First, as `deepl` does: the restart re-runs this file, and the imports below take 1.5-4 s.
-if __name__ == '__main__':
-  huge_pages.restart()
-
 import functools
 import json
 import statistics
@@ -33,7 +27,8 @@ import jax
 from ml_collections import config_flags
 
 from deepl import config as config_lib
-from deepl import data as data_lib
+from deepl import experiment
+from deepl import kernels
 from deepl import metrics as metrics_lib
 from deepl import parallel
 from deepl import train
@@ -57,14 +52,13 @@ def loop_steps_per_sec(config) -> float:
 
 
 def bare_steps_per_sec(config, steps: int) -> float:
-  runner = parallel.make_runner(config.parallel)
+  kernels.resolve_config(config)  # as deepl train does
+  runner = parallel.make_runner(config)
   with tempfile.TemporaryDirectory() as workdir:
-    setup = train.build(config, workdir)
-  state = train.initial_state(setup, config, runner)
-  step = runner.compile_train(functools.partial(train.train_step, task=setup.task, tx=setup.tx))
-  batch = runner.put_batch(next(data_lib.train_iterator(
-      setup.splits[setup.dataset.train_split], global_batch_size=config.train.batch_size,
-      seed=config.seed)))
+    exp = experiment.build(config, workdir)
+  state = exp.initial_state(runner)
+  step = runner.compile_train(functools.partial(train.train_step, task=exp.task, tx=exp.tx))
+  batch = runner.put_batch(next(exp.train_iterator()))
   for _ in range(3):  # compile and warm up
     state, sums = step(state, batch)
   jax.block_until_ready(sums)

@@ -2,17 +2,19 @@
 
   pip install -e '.[bench]'     # PyTorch, for this tool only
   python tools/torch_benchmark.py [--models=cnn,resnet20,lstm,gpt_mini]
-      [--steps=10 --windows=3 --warmup=2 --window_warmup=1 --torch_threads=0
-       --json=side_by_side.json]
+      [--kernels=cpu,xla --steps=10 --windows=3 --warmup=2 --window_warmup=1
+       --torch_threads=0 --json=side_by_side.json]
 
 For each model: the JAX train step exactly as tools/benchmark.py builds it
-(the real `deepl train` step on synthetic batches), and its PyTorch twin here:
-the same layers and shapes, the same parameter count (printed and asserted),
-the same batch, loss, accuracy sums and SGD (momentum 0.9, lr 0.1). Windows
-of `steps` steps alternate JAX, PyTorch, JAX, ... so both see the same machine
-load; the table gives the median steps/s of each and the ratio JAX/PyTorch,
-and, as this machine's speed drifts, each JAX window's ratio to the PyTorch
-window right after it: their range, and in how many JAX was ahead.
+(the real `deepl train` step on synthetic batches), once per layer set in
+--kernels (deepl's CPU kernels, flax's stock layers), and its PyTorch twin
+here: the same layers and shapes, the same parameter count (printed and
+asserted), the same batch, loss, accuracy sums and SGD (momentum 0.9, lr 0.1).
+Windows of `steps` steps alternate (each JAX step, then PyTorch) so all see
+the same machine load; the table gives the median steps/s of each and the
+ratio JAX/PyTorch, and, as this machine's speed drifts, each JAX window's
+ratio to the PyTorch window after it: their range, and in how many JAX was
+ahead.
 Every window starts with `window_warmup` untimed steps, in both frameworks:
 the first step after the other framework's window pays for what the pause
 undid, not for the model. Measured here for GPT-mini, one step after 1-3 s
@@ -20,23 +22,19 @@ idle took 1.0-1.7 s against ~0.65 s, most of it system time re-faulting
 XLA's step buffers: this VM's kernel hands free pages back to the host ~2 s
 after they are freed, and XLA:CPU frees its temporaries after every step.
 Training runs step after step and does not pay it.
-Each framework has a process of its own, as a user's run would: the JAX step
-runs in a child process (this script with --jax_worker), with the XLA flags
-`deepl train` sets for that model, so convolutional and other models can be
-timed in one run. Both processes have the huge-pages setting `deepl` starts
-with (deepl/huge_pages.py; PyTorch's allocations gain from it too).
+Each step has a process of its own, as a user's run would: each JAX step
+runs in a child process (this script with --jax_worker), compiled as `deepl
+train` compiles it (the layer set's XLA options, deepl/kernels). Huge pages
+for every process's big buffers (XLA's, and PyTorch's too) are the
+environment's: start the tool with GLIBC_TUNABLES=glibc.malloc.hugetlb=1
+(glibc 2.35+, transparent huge pages in `madvise` mode) and the workers
+inherit it; the header line says which setting ran.
 
 Two places where the twins differ in form but not in math: PyTorch's LSTM
 carries a second bias (b_hh) that only ever appears summed with b_ih; it is
 frozen at zero here, so the trainable parameters are the same. And images go
 in NCHW, PyTorch's native layout.
 """
-
-from deepl import huge_pages
-
-# First, as `deepl` does: the restart re-runs this file, and the imports below take 1.5-4 s.
-if __name__ == '__main__':
-  huge_pages.restart()
 
 import json
 import os
@@ -51,8 +49,7 @@ import numpy as np
 
 import benchmark  # tools/benchmark.py: the JAX harness and the shared flags
 from deepl import config as config_lib
-from deepl import main as cli
-from deepl import xla_cpu
+from deepl.cli import main as cli
 
 try:
   import torch
@@ -63,6 +60,8 @@ except ImportError:
 
 VARIANTS = ('cnn', 'resnet20', 'lstm', 'gpt_mini')
 flags.DEFINE_list('models', list(VARIANTS), 'Which of experiments/benchmarks.py\'s variants.')
+flags.DEFINE_list('kernels', ['cpu', 'xla'], 'The JAX layer sets to time (config.kernels), each '
+                  'against the same PyTorch windows.')
 # On a machine something else keeps busy, PyTorch's OpenMP threads wait on each
 # other at every op (measured here: the CNN at 3.5-8.9 steps/s with 2 threads,
 # 11-12 with 1, while another job held a core): pass the cores really free.
@@ -239,7 +238,7 @@ def jax_worker(variant: str) -> None:
   steps/s, and on end of input the MFU of all windows.
   """
   config = config_lib.sibling_config(EXPERIMENTS, 'benchmarks', variant)
-  xla_cpu.configure([config.model.name])  # this model's flags, as `deepl train` sets them
+  config.kernels = FLAGS.kernels[0]
   harness = benchmark.Harness(config, vocab_size=FLAGS.vocab_size, warmup=FLAGS.warmup)
   print(json.dumps(harness.num_params), flush=True)
   rates = []
@@ -254,9 +253,9 @@ def jax_worker(variant: str) -> None:
 class JaxWorker:
   """This script as a `--jax_worker` child process, asked for one window at a time."""
 
-  def __init__(self, variant: str):
-    args = [f'--models={variant}', f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}',
-            f'--window_warmup={FLAGS.window_warmup}']
+  def __init__(self, variant: str, kernels: str):
+    args = [f'--models={variant}', f'--kernels={kernels}', f'--steps={FLAGS.steps}',
+            f'--warmup={FLAGS.warmup}', f'--window_warmup={FLAGS.window_warmup}']
     if FLAGS.vocab_size:
       args.append(f'--vocab_size={FLAGS.vocab_size}')
     self.process = subprocess.Popen([sys.executable, __file__, '--jax_worker', *args],
@@ -282,29 +281,35 @@ class JaxWorker:
     return mfu
 
 
-def side_by_side(variant: str, *, steps: int, windows: int, warmup: int) -> dict:
+def side_by_side(variant: str, *, steps: int, windows: int, warmup: int) -> list[dict]:
+  """One row per layer set: its JAX windows against the PyTorch windows between them."""
   config = config_lib.sibling_config(EXPERIMENTS, 'benchmarks', variant)
-  worker = JaxWorker(variant)
+  workers = {k: JaxWorker(variant, k) for k in FLAGS.kernels}
   twin = TorchBench(variant, config, benchmark.text_vocab_size(config, FLAGS.vocab_size))
-  print(f'{variant}: parameters JAX {worker.num_params:,}, PyTorch {twin.num_params:,}',
-        file=sys.stderr, flush=True)
-  assert worker.num_params == twin.num_params, (variant, worker.num_params, twin.num_params)
+  for kernels, worker in workers.items():
+    print(f'{variant}: parameters JAX (kernels={kernels}) {worker.num_params:,}, PyTorch '
+          f'{twin.num_params:,}', file=sys.stderr, flush=True)
+    assert worker.num_params == twin.num_params, (variant, worker.num_params, twin.num_params)
   if warmup:
     twin.window(warmup)
-  jax_rates, torch_rates = [], []
+  jax_rates, torch_rates = {k: [] for k in workers}, []
   for _ in range(windows):
-    jax_rates.append(worker.window())  # the worker runs its untimed steps first, as here
+    for kernels, worker in workers.items():
+      jax_rates[kernels].append(worker.window())  # its untimed steps first, as here
     if FLAGS.window_warmup:
       twin.window(FLAGS.window_warmup)
     torch_rates.append(twin.window(steps))
-  paired = [j / t for j, t in zip(jax_rates, torch_rates)]
-  result = {'model': variant, 'num_params': worker.num_params,
-            'jax_steps_per_sec': statistics.median(jax_rates),
-            'torch_steps_per_sec': statistics.median(torch_rates),
-            'jax_windows': jax_rates, 'torch_windows': torch_rates, 'window_ratios': paired,
-            'mfu': worker.finish()}
-  result['ratio'] = result['jax_steps_per_sec'] / result['torch_steps_per_sec']
-  return result
+  rows = []
+  for kernels, worker in workers.items():
+    paired = [j / t for j, t in zip(jax_rates[kernels], torch_rates)]
+    row = {'model': variant, 'kernels': kernels, 'num_params': worker.num_params,
+           'jax_steps_per_sec': statistics.median(jax_rates[kernels]),
+           'torch_steps_per_sec': statistics.median(torch_rates),
+           'jax_windows': jax_rates[kernels], 'torch_windows': torch_rates,
+           'window_ratios': paired, 'mfu': worker.finish()}
+    row['ratio'] = row['jax_steps_per_sec'] / row['torch_steps_per_sec']
+    rows.append(row)
+  return rows
 
 
 def main(argv):
@@ -312,6 +317,9 @@ def main(argv):
   unknown = [m for m in FLAGS.models if m not in VARIANTS]
   if unknown:
     cli.fail(f'--models: unknown {", ".join(unknown)}; choose from {", ".join(VARIANTS)}')
+  bad = [k for k in FLAGS.kernels if k not in config_lib.KERNELS or k == 'auto']
+  if bad or not FLAGS.kernels:
+    cli.fail(f'--kernels: unknown {", ".join(bad) or "(none given)"}; choose from xla, cpu')
   if FLAGS.window_warmup < 0:
     cli.fail(f'--window_warmup={FLAGS.window_warmup} must be >= 0')
   if FLAGS.jax_worker:
@@ -319,18 +327,22 @@ def main(argv):
     return
   if FLAGS.torch_threads > 0:
     torch.set_num_threads(FLAGS.torch_threads)
+  huge = 'glibc.malloc.hugetlb=1' in os.environ.get('GLIBC_TUNABLES', '')
   print(f'PyTorch {torch.__version__} ({torch.get_num_threads()} threads), JAX {jax.__version__}, '
-        f'{FLAGS.steps} steps x {FLAGS.windows} windows each', flush=True)
-  rows = [side_by_side(m, steps=FLAGS.steps, windows=FLAGS.windows, warmup=FLAGS.warmup)
-          for m in FLAGS.models]
-  print(f'{"model":<10} {"params":>10} {"JAX steps/s":>12} {"PyTorch steps/s":>16} '
+        f'{FLAGS.steps} steps x {FLAGS.windows} windows each, huge pages '
+        f'{"on" if huge else "off"}', flush=True)
+  rows = [row for m in FLAGS.models
+          for row in side_by_side(m, steps=FLAGS.steps, windows=FLAGS.windows,
+                                  warmup=FLAGS.warmup)]
+  print(f'{"model":<10} {"kernels":<8} {"params":>10} {"JAX steps/s":>12} {"PyTorch steps/s":>16} '
         f'{"JAX/PyTorch":>12} {"JAX MFU":>8} {"window pairs: ratios, JAX ahead":>32}')
   for r in rows:
     mfu = f"{100 * r['mfu']:.1f}%" if r['mfu'] else '?'
     paired = r['window_ratios']
     ahead = f"{min(paired):.2f}-{max(paired):.2f}, {sum(x > 1 for x in paired)} of {len(paired)}"
-    print(f"{r['model']:<10} {r['num_params']:>10,} {r['jax_steps_per_sec']:>12.3f} "
-          f"{r['torch_steps_per_sec']:>16.3f} {r['ratio']:>12.2f} {mfu:>8} {ahead:>32}")
+    print(f"{r['model']:<10} {r['kernels']:<8} {r['num_params']:>10,} "
+          f"{r['jax_steps_per_sec']:>12.3f} {r['torch_steps_per_sec']:>16.3f} {r['ratio']:>12.2f} "
+          f"{mfu:>8} {ahead:>32}")
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump(rows, f, indent=2)

@@ -10,6 +10,7 @@ tokenizer, built from the train split; see `deepl.data.text.text_splits`.
 """
 
 import dataclasses
+import sys
 from typing import Any
 
 from etils import epath
@@ -100,11 +101,15 @@ def known_names() -> list[str]:
   return sorted(BUILDERS)
 
 
-def get_builder(name: str, data_dir: str | None = None):
-  """Returns the TFDS builder for `name` (writing array_record files)."""
+def check_name(name: str) -> None:
   if name not in BUILDERS:
     raise UserError(f'unknown dataset {name!r}{suggest(name, known_names())}; '
                     f'known: {", ".join(known_names())}')
+
+
+def get_builder(name: str, data_dir: str | None = None):
+  """Returns the TFDS builder for `name` (writing array_record files)."""
+  check_name(name)
   return BUILDERS[name](data_dir=data_dir, file_format='array_record')
 
 
@@ -129,6 +134,8 @@ def get_dataset(name: str, *, data_dir: str | None = None,
   """
   builder = get_builder(name, data_dir)
   if not builder.is_prepared():
+    if not sys.stderr.isatty():  # TFDS draws its bars anywhere: a log would fill with them
+      tfds.disable_progress_bar()
     if manual_dir is not None and not epath.Path(manual_dir).is_dir():
       raise UserError(f'manual_dir {manual_dir} is not a folder: point '
                       f'data.manual_dir at the folder with the {name} files')

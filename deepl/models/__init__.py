@@ -134,3 +134,9 @@ def _fields(cls) -> list[dataclasses.Field]:
           if f.init and f.name not in _FLAX_INTERNAL_FIELDS]
 
 
+
+
+# Registers kernels='cpu' (deepl/kernels/cpu), so every model built through
+# deepl.models can take it; the models themselves import only jax, flax and
+# numpy. Last: the kernels import this package's layer registry.
+import deepl.kernels.cpu  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position

@@ -56,7 +56,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from deepl.models import dense
+from deepl.models import checks
+from deepl.models import layers
 from deepl.models import transformer
 
 _INIT = transformer.DEFAULT_INIT
@@ -76,11 +77,15 @@ class EncoderFields(nn.Module):
       [CLS] vector is extra.
     dropout: rate after the embedding and on every residual branch; active
       only with train=True.
-    dtype: compute dtype; parameters stay float32.
-    attention_implementation: None (cuDNN on a GPU where it applies, else
-      XLA; see transformer.py), 'xla' or 'cudnn'.
+    dtype: compute dtype.
+    param_dtype: dtype of the parameters.
+    attention_implementation: 'xla', or 'cudnn' for the fused kernel on a GPU
+      (see transformer.dot_product_attention; BERT's padding mask keeps
+      masked attention on XLA's path).
     remat: recompute each block's activations in the backward pass (less
       memory for about a third more compute).
+    kernels: the layer set (deepl.models.layers): 'xla', stock; 'cpu', deepl's
+      CPU speed paths.
   """
   vocab_size: int
   num_layers: int = 4
@@ -90,8 +95,10 @@ class EncoderFields(nn.Module):
   max_len: int = 128
   dropout: float = 0.0
   dtype: Any = jnp.float32
-  attention_implementation: str | None = None
+  param_dtype: Any = jnp.float32
+  attention_implementation: str | None = 'xla'
   remat: bool = False
+  kernels: str = 'xla'
 
 
 class BertEncoder(EncoderFields):
@@ -104,13 +111,14 @@ class BertEncoder(EncoderFields):
     # setup() so that the MLM head can reach the tied embedding via logits().
     transformer.check_heads(self.width, self.num_heads)
     self.embed = transformer.Embedder(self.vocab_size, self.width, max_len=0,
-                                      tie=True, dtype=self.dtype)
+                                      tie=True, dtype=self.dtype,
+                                      param_dtype=self.param_dtype)
     # Own position table rather than Embedder's: a [MASK]ed position keeps its
     # position but loses its token, so the two are summed here.
-    self.position_embed = self.param('position_embed', _INIT,
-                                     (self.max_len, self.width))
-    self.cls = self.param('cls', _INIT, (self.width,))
-    self.mask = self.param('mask', _INIT, (self.width,))
+    self.position_embed = self.param('position_embed', layers.axes(_INIT, 'position', 'embed'),
+                                     (self.max_len, self.width), self.param_dtype)
+    self.cls = self.param('cls', layers.axes(_INIT, 'embed'), (self.width,), self.param_dtype)
+    self.mask = self.param('mask', layers.axes(_INIT, 'embed'), (self.width,), self.param_dtype)
     self.drop = nn.Dropout(self.dropout)
     residual_init = nn.initializers.normal(
         0.02 / math.sqrt(2 * self.num_layers))
@@ -118,10 +126,10 @@ class BertEncoder(EncoderFields):
         transformer.Block(
             self.num_heads, self.mlp_dim or 4 * self.width,
             dropout=self.dropout, causal=False, dtype=self.dtype,
-            residual_init=residual_init,
-            implementation=self.attention_implementation)
+            param_dtype=self.param_dtype, residual_init=residual_init,
+            implementation=self.attention_implementation, kernels=self.kernels)
         for _ in range(self.num_layers)]
-    self.ln_f = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype)
+    self.ln_f = layers.layer_norm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype)
 
   def __call__(self, tokens, lengths=None, *, train: bool, masked=None):
     """Encodes int tokens (b, L) with valid prefixes `lengths` (b,).
@@ -137,6 +145,9 @@ class BertEncoder(EncoderFields):
       (b, 1 + L, W) in the compute dtype; [:, 0] is the [CLS] output and
       [:, 1:] the tokens'.
     """
+    checks.expect(tokens, 'BERT', 'tokens (batch, length)', ndim=2, kind='integer')
+    if lengths is not None:
+      checks.expect(lengths, 'BERT', 'lengths (batch,)', ndim=1, kind='integer')
     batch, length = tokens.shape
     if length > self.max_len:
       raise ValueError(f'sequence length {length} is longer than the '
@@ -170,6 +181,14 @@ _ENCODER_FIELDS = tuple(f.name for f in dataclasses.fields(EncoderFields)
                         if f.name not in ('parent', 'name'))
 
 
+def _dense(model, features: int, name: str, out_axis: str = 'mlp') -> nn.Module:
+  """A head's Dense layer from the width to `out_axis`, in the model's dtypes and layer set."""
+  return layers.get(model.kernels).Dense(
+      features, kernel_init=layers.axes(_INIT, 'embed', out_axis),
+      bias_init=layers.axes(nn.initializers.zeros, out_axis), dtype=model.dtype,
+      param_dtype=model.param_dtype, name=name)
+
+
 def _encoder(model) -> BertEncoder:
   """The shared encoder, named 'encoder' in every model (see init_from)."""
   return BertEncoder(**{f: getattr(model, f) for f in _ENCODER_FIELDS}, name='encoder')
@@ -197,11 +216,11 @@ class BertMLM(EncoderFields):
     x = encoder(tokens, lengths, train=train, masked=masked)[:, 1:]
     if positions is not None:
       x = jnp.take_along_axis(x, positions[..., None], axis=1)
-    x = dense.Dense(self.width, kernel_init=_INIT, dtype=self.dtype,
-                    name='mlm_dense')(x)
-    x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='mlm_ln')(
-        transformer.gelu(x))
-    bias = self.param('mlm_bias', nn.initializers.zeros, (self.vocab_size,))
+    x = _dense(self, self.width, 'mlm_dense')(x)
+    x = layers.layer_norm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
+                          name='mlm_ln')(transformer.gelu(x))
+    bias = self.param('mlm_bias', layers.axes(nn.initializers.zeros, 'vocab'),
+                      (self.vocab_size,), self.param_dtype)
     return encoder.logits(x) + bias
 
 
@@ -234,11 +253,9 @@ class BertClassifier(EncoderFields):
                else jnp.arange(x.shape[1])[None, :] < lengths[:, None])
       count = jnp.maximum(valid.sum(axis=1, keepdims=True), 1)
       x = (jnp.where(valid[..., None], x, 0.0).sum(axis=1) / count).astype(self.dtype)
-    x = jnp.tanh(dense.Dense(self.width, kernel_init=_INIT, dtype=self.dtype,
-                             name='pooler')(x))
+    x = jnp.tanh(_dense(self, self.width, 'pooler')(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = dense.Dense(self.num_classes, kernel_init=_INIT, dtype=self.dtype,
-                    name='classifier')(x)
+    x = _dense(self, self.num_classes, 'classifier', 'classes')(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32)
 
@@ -258,6 +275,5 @@ class BertTokenClassifier(EncoderFields):
     """float32 logits (b, L, num_classes); padded positions are meaningless."""
     x = _encoder(self)(tokens, lengths, train=train)[:, 1:]
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = dense.Dense(self.num_classes, kernel_init=_INIT, dtype=self.dtype,
-                    name='token_classifier')(x)
+    x = _dense(self, self.num_classes, 'token_classifier', 'classes')(x)
     return x.astype(jnp.float32)

@@ -9,13 +9,14 @@ experiments, so it stays exactly the reference architecture.
   logits = model.apply(variables, images, train=False)  # images [..., H, W, C]
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from deepl.models import dense
-from deepl.models.conv import Conv
+from deepl.models import checks
+from deepl.models import layers
 
 
 class CNN(nn.Module):
@@ -23,12 +24,16 @@ class CNN(nn.Module):
 
   Attributes:
     num_classes: number of output logits.
-    dtype: computation dtype (e.g. jnp.bfloat16). Parameters stay float32
-      (flax's default `param_dtype`), so the optimizer updates full-precision
-      weights.
+    dtype: computation dtype (e.g. jnp.bfloat16).
+    param_dtype: dtype of the parameters (float32: the optimizer updates
+      full-precision weights whatever the compute dtype).
+    kernels: the layer set (deepl.models.layers): 'xla', flax's layers; 'cpu',
+      deepl's CPU speed paths.
   """
   num_classes: int = 10
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernels: str = 'xla'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -38,17 +43,30 @@ class CNN(nn.Module):
     classifier is called the same way.
     """
     del train
-    x = Conv(32, kernel_size=(3, 3), dtype=self.dtype)(x)
-    x = nn.relu(x)
+    checks.expect(x, 'CNN', 'images [..., height, width, channels]', min_ndim=3,
+                  kind='floating')
+    ops = layers.get(self.kernels)
+    conv = functools.partial(
+        ops.Conv, kernel_size=(3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=layers.axes(nn.initializers.lecun_normal(), None, None, 'conv_in', 'conv_out'),
+        bias_init=layers.axes(nn.initializers.zeros, 'conv_out'))
+    dense = lambda features, axes: ops.Dense(
+        features, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=layers.axes(nn.initializers.lecun_normal(), *axes),
+        bias_init=layers.axes(nn.initializers.zeros, axes[1]))
+    # Activations split by examples only (FSDP gathers the weights to them).
+    images = lambda x: layers.constrain(x, 'batch', None, None, None)
+    x = conv(32)(images(x))
+    x = nn.relu(images(x))
     x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
-    x = Conv(64, kernel_size=(3, 3), dtype=self.dtype)(x)
-    x = nn.relu(x)
+    x = conv(64)(x)
+    x = nn.relu(images(x))
     x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
     # Flatten only the trailing H, W, C so the model also runs on a single
     # unbatched image (e.g. under jax.vmap for per-example gradients).
     x = x.reshape(x.shape[:-3] + (-1,))
-    x = dense.Dense(256, dtype=self.dtype)(x)
+    x = dense(256, ('embed', 'mlp'))(x)
     x = nn.relu(x)
-    x = dense.Dense(self.num_classes, dtype=self.dtype)(x)
+    x = dense(self.num_classes, ('mlp', 'classes'))(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32)

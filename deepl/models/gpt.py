@@ -35,6 +35,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deepl.models import checks
+from deepl.models import layers
 from deepl.models import transformer
 
 POSITIONS = ('learned', 'rotary')
@@ -58,11 +60,14 @@ class GPT(nn.Module):
     tie_embeddings: output projection = token embedding transposed.
     use_bias: biases in the Dense layers and LayerNorms (GPT-2 has them;
       nanoGPT's Shakespeare config turns them off).
-    dtype: compute dtype; parameters stay float32 and logits are float32.
-    attention_implementation: None (cuDNN on a GPU where it applies, else
-      XLA; see transformer.py), 'xla' or 'cudnn'.
+    dtype: compute dtype; logits are float32.
+    param_dtype: dtype of the parameters.
+    attention_implementation: 'xla', or 'cudnn' for the fused kernel on a GPU
+      (see transformer.dot_product_attention).
     remat: recompute each block's activations in the backward pass (less
       memory for about a third more compute).
+    kernels: the layer set (deepl.models.layers): 'xla', stock; 'cpu', deepl's
+      CPU speed paths.
   """
   vocab_size: int
   num_layers: int = 6
@@ -75,8 +80,10 @@ class GPT(nn.Module):
   tie_embeddings: bool = True
   use_bias: bool = True
   dtype: Any = jnp.float32
-  attention_implementation: str | None = None
+  param_dtype: Any = jnp.float32
+  attention_implementation: str | None = 'xla'
   remat: bool = False
+  kernels: str = 'xla'
 
   def setup(self):
     # setup() rather than compact: __call__ and decode share these.
@@ -87,7 +94,8 @@ class GPT(nn.Module):
     rotary = self.position == 'rotary'
     self.embed = transformer.Embedder(
         self.vocab_size, self.width, max_len=0 if rotary else self.max_len,
-        tie=self.tie_embeddings, dtype=self.dtype)
+        tie=self.tie_embeddings, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernels=self.kernels)
     self.drop = nn.Dropout(self.dropout)
     residual_init = nn.initializers.normal(
         0.02 / math.sqrt(2 * self.num_layers))
@@ -95,19 +103,19 @@ class GPT(nn.Module):
         transformer.Block(
             self.num_heads, self.mlp_dim or 4 * self.width,
             dropout=self.dropout, causal=True, rotary=rotary,
-            use_bias=self.use_bias, dtype=self.dtype,
-            residual_init=residual_init,
-            implementation=self.attention_implementation)
+            use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+            residual_init=residual_init, implementation=self.attention_implementation,
+            kernels=self.kernels)
         for _ in range(self.num_layers)]
-    self.ln_f = nn.LayerNorm(epsilon=1e-5, use_bias=self.use_bias,
-                             dtype=self.dtype)
+    self.ln_f = layers.layer_norm(epsilon=1e-5, use_bias=self.use_bias,
+                                  dtype=self.dtype, param_dtype=self.param_dtype)
 
   def __call__(self, tokens, *, train: bool):
     """Maps int tokens (b, T) to float32 logits (b, T, vocab_size).
 
     Position t's logits predict token t + 1 and see tokens 0..t only.
     """
-    self._check_length(tokens.shape[-1])
+    self._check_length(tokens)
     x = self.drop(self.embed(tokens), deterministic=not train)
     for block in self.blocks:
       x = transformer.run_block(block, x, remat=self.remat, train=train)
@@ -127,8 +135,8 @@ class GPT(nn.Module):
     t may be a whole prompt or one step; the tokens take positions
     cache['index'] .. cache['index'] + t - 1. Always deterministic.
     """
+    self._check_length(tokens)
     length = tokens.shape[-1]
-    self._check_length(length)
     index = cache['index']
     try:  # only an eager call can check the index; see the module docstring
       if int(index) + length > self.max_len:
@@ -151,7 +159,9 @@ class GPT(nn.Module):
     logits = jnp.where(index + length <= self.max_len, logits, jnp.nan)
     return logits, {'index': index + length, 'layers': tuple(layers)}
 
-  def _check_length(self, length: int):
+  def _check_length(self, tokens):
+    checks.expect(tokens, 'GPT', 'tokens (batch, length)', ndim=2, kind='integer')
+    length = tokens.shape[-1]
     if length > self.max_len:
       raise ValueError(f"context {length} is longer than the model's max_len "
                        f'{self.max_len}: use at most {self.max_len} tokens or '

@@ -27,10 +27,11 @@ Calling convention (the same for every classifier in deepl.models):
                                 mutable=['batch_stats'])
   variables = {**variables, 'batch_stats': updates['batch_stats']}
 
-Under `jax.pmap(..., axis_name='batch')` (or a named `jax.vmap`) pass
-`bn_axis_name='batch'` so training batch statistics are averaged over the
-whole global batch rather than each device's shard. Under `jax.jit` with a
-sharded batch, leave it None: the mean over the batch axis is already global.
+Under `jax.pmap(..., axis_name='batch')` (or a named `jax.vmap`, or
+`shard_map`) pass `bn_axis_name='batch'` so training batch statistics are
+averaged over the whole global batch rather than each device's shard. Under
+`jax.jit` with a sharded batch, leave it None: the mean over the batch axis is
+already global.
 """
 
 import functools
@@ -39,18 +40,22 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from deepl.models import dense
-from deepl.models.batch_norm import BatchNorm
-from deepl.models.conv import Conv
-from deepl.models.fusion import materialize
+from deepl.models import checks
+from deepl.models import layers
 
 # He et al. 2015 ("Delving deep into rectifiers"): keeps activation variance
 # constant through ReLU layers. Fan-out as in torchvision's ResNets.
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+CONV_AXES = (None, None, 'conv_in', 'conv_out')
 
 
 def _last_scale_init(zero: bool):
-  return nn.initializers.zeros if zero else nn.initializers.ones
+  return layers.axes(nn.initializers.zeros if zero else nn.initializers.ones, 'norm')
+
+
+def _images(x):
+  """Activations split by examples only (FSDP gathers the weights to them)."""
+  return layers.constrain(x, 'batch', None, None, None)
 
 
 def _shortcut(block, x, width, strides):
@@ -76,9 +81,9 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     s = (self.strides, self.strides)
-    x = materialize(x)  # every conv's input: see deepl/models/fusion.py
+    x = _images(x)
     y = self.conv(self.width, (3, 3), s, padding=1, name='conv1')(x)
-    y = materialize(nn.relu(self.norm(name='bn1')(y)))
+    y = nn.relu(self.norm(name='bn1')(y))
     y = self.conv(self.width, (3, 3), padding=1, name='conv2')(y)
     y = self.norm(scale_init=_last_scale_init(self.zero_init_residual),
                   name='bn2')(y)
@@ -96,11 +101,11 @@ class BottleneckBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     s = (self.strides, self.strides)
-    x = materialize(x)  # every conv's input: see deepl/models/fusion.py
+    x = _images(x)
     y = self.conv(self.width, (1, 1), name='conv1')(x)
-    y = materialize(nn.relu(self.norm(name='bn1')(y)))
+    y = nn.relu(self.norm(name='bn1')(y))
     y = self.conv(self.width, (3, 3), s, padding=1, name='conv2')(y)
-    y = materialize(nn.relu(self.norm(name='bn2')(y)))
+    y = nn.relu(self.norm(name='bn2')(y))
     y = self.conv(4 * self.width, (1, 1), name='conv3')(y)
     y = self.norm(scale_init=_last_scale_init(self.zero_init_residual),
                   name='bn3')(y)
@@ -121,9 +126,12 @@ class ResNet(nn.Module):
     stem: 'imagenet' (7x7/2 conv + 3x3/2 max-pool, for ~224px inputs) or
       'cifar' (3x3 conv, for ~32px inputs).
     num_classes: number of output logits.
-    dtype: computation dtype; parameters and BN statistics stay float32.
+    dtype: computation dtype; BN statistics stay float32.
+    param_dtype: dtype of the parameters.
     bn_axis_name: mapped axis to average batch statistics over (pmap/vmap).
     zero_init_residual: start each block's last BN scale at zero.
+    kernels: the layer set (deepl.models.layers): 'xla', flax's layers; 'cpu',
+      deepl's CPU speed paths.
   """
   stage_sizes: Sequence[int]
   block: str = 'basic'
@@ -131,12 +139,16 @@ class ResNet(nn.Module):
   stem: str = 'imagenet'
   num_classes: int = 1000
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
   bn_axis_name: str | None = None
   zero_init_residual: bool = False
+  kernels: str = 'xla'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     """Maps images [..., H, W, C] to float32 logits [..., num_classes]."""
+    checks.expect(x, 'ResNet', 'images [..., height, width, channels]', min_ndim=3,
+                  kind='floating')
     if self.block not in BLOCKS:
       raise ValueError(f'ResNet block must be one of {sorted(BLOCKS)}, '
                        f'got {self.block!r}')
@@ -147,11 +159,16 @@ class ResNet(nn.Module):
           f'ResNet needs one width per stage: stage_sizes='
           f'{tuple(self.stage_sizes)}, widths={tuple(self.widths)}')
 
-    conv = functools.partial(Conv, use_bias=False, kernel_init=conv_init,
-                             dtype=self.dtype)
-    norm = functools.partial(BatchNorm, use_running_average=not train,
+    ops = layers.get(self.kernels)
+    conv = functools.partial(ops.Conv, use_bias=False,
+                             kernel_init=layers.axes(conv_init, *CONV_AXES),
+                             dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = functools.partial(ops.BatchNorm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                             axis_name=self.bn_axis_name)
+                             param_dtype=self.param_dtype, axis_name=self.bn_axis_name,
+                             scale_init=_last_scale_init(False),
+                             bias_init=layers.axes(nn.initializers.zeros, 'norm'))
+    x = _images(x)
 
     if self.stem == 'imagenet':
       x = conv(self.widths[0], (7, 7), (2, 2), padding=3, name='stem_conv')(x)
@@ -171,7 +188,9 @@ class ResNet(nn.Module):
                       name=f'stage{i + 1}_block{j + 1}')(x)
 
     x = jnp.mean(x, axis=(-3, -2))  # global average pool over H, W
-    x = dense.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
+    x = ops.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                  kernel_init=layers.axes(nn.initializers.lecun_normal(), 'embed', 'classes'),
+                  bias_init=layers.axes(nn.initializers.zeros, 'classes'), name='head')(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32)
 

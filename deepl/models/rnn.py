@@ -23,17 +23,11 @@ remembers by default.
 
 Speed: x_t only enters through W_x x_t + b, so that projection is done for all
 time steps in one matmul before the time loop, and the scanned step does only
-h @ W_h and the elementwise gate math. The loop's backward pass (scan_cell's
-custom VJP) likewise carries only dh through time; the gradient of W_h is one
-big matmul after it instead of a small one plus a full-size accumulation at
-every step. A language model's first layer sees only token ids through an
-embedding, so on a CPU, when the vocabulary is smaller than the batch's
-tokens and no dropout sits in between, it projects the embedding table once,
-(V, F) @ (F, G*H), and looks each token's row up (`TokenInputs`): the same
-products, once per id instead of once per token. For benchmarks.py:lstm (65
-ids, 4,096 tokens a batch) that projection with its gradients took 8.2 ms
-instead of 43.5, and the train step ran 1.06x as fast (windows alternated
-in one process, 7 of 8 rounds ahead).
+h @ W_h and the elementwise gate math. The time loop is `scan_recurrence`, a
+plain `lax.scan` that autodiff (forward or reverse) and every transformation
+handle; `kernels='cpu'` swaps in deepl/kernels/cpu/rnn.py's hand-written
+backward pass, and lets a language model's first layer project its embedding
+table once instead of every token's embedding (`TokenInputs`).
 
 Variable length: `lengths` (b,) gives each sequence's valid prefix. Past it
 the carry is frozen and outputs are zero, so padding never changes a result:
@@ -61,8 +55,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deepl.models import dense
+from deepl.models import checks
 from deepl.models import embed
+from deepl.models import layers
 
 # Number of H-wide gate blocks in each cell's projections.
 GATES = {'rnn': 1, 'lstm': 4, 'gru': 3}
@@ -97,13 +92,13 @@ def _rnn_step(carry, xw, hw):
   return (h,), h
 
 
-def _lstm_gates(z):
+def lstm_gates(z):
   """The four gate activations (b, 4H) from their pre-activations z = xw + hw."""
   i, f, g, o = jnp.split(z, 4, axis=-1)
   return jnp.concatenate([nn.sigmoid(i), nn.sigmoid(f), jnp.tanh(g), nn.sigmoid(o)], axis=-1)
 
 
-def _lstm_cell(c, gates):
+def lstm_cell(c, gates):
   """(c', tanh(c'), h') from the previous cell state and the gate activations."""
   i, f, g, o = jnp.split(gates, 4, axis=-1)
   c = f * c + i * g
@@ -113,11 +108,11 @@ def _lstm_cell(c, gates):
 
 def _lstm_step(carry, xw, hw):
   c, _ = carry
-  c, _, h = _lstm_cell(c, _lstm_gates(xw + hw))
+  c, _, h = lstm_cell(c, lstm_gates(xw + hw))
   return (c, h), h
 
 
-def _gru_gates(xw, hw):
+def gru_gates(xw, hw):
   """(r, z, n, h_n): the GRU's gates and the n block of hw, which r multiplies."""
   x_r, x_z, x_n = jnp.split(xw, 3, axis=-1)
   h_r, h_z, h_n = jnp.split(hw, 3, axis=-1)
@@ -127,7 +122,7 @@ def _gru_gates(xw, hw):
 
 def _gru_step(carry, xw, hw):
   (h,) = carry
-  _, z, n, _ = _gru_gates(xw, hw)
+  _, z, n, _ = gru_gates(xw, hw)
   h = (1.0 - z) * n + z * h
   return (h,), h
 
@@ -135,19 +130,19 @@ def _gru_step(carry, xw, hw):
 STEPS = {'rnn': _rnn_step, 'lstm': _lstm_step, 'gru': _gru_step}
 
 
-def _matmul(h, w):
+def recurrent_matmul(h, w):
   # The carry stays float32 across steps (long sequences accumulate rounding
   # error otherwise); only the matmul runs in the weights' compute dtype, and
   # the gate math is done back in float32.
   return (h.astype(w.dtype) @ w).astype(jnp.float32)
 
 
-def _masked_step(cell: str, carry, xw, hw, mask):
+def masked_step(cell: str, carry, xw, hw, mask):
   """One step; where `mask` (b, 1) is False the carry is kept, output zero."""
-  return _mask(carry, *STEPS[cell](carry, xw, hw), mask)
+  return mask_step(carry, *STEPS[cell](carry, xw, hw), mask)
 
 
-def _mask(carry, new, y, mask):
+def mask_step(carry, new, y, mask):
   if mask is not None:
     new = tuple(jnp.where(mask, n, c) for n, c in zip(new, carry))
     y = jnp.where(mask, y, 0.0)
@@ -157,8 +152,13 @@ def _mask(carry, new, y, mask):
 # --------------------------------------------------------- the time loop
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def scan_cell(cell: str, w_h, b_h, carry: Carry, xw, mask):
+def recurrent_half(h, w_h, b_h):
+  """The recurrent half of every gate, h @ W_h (+ b_h for the GRU), float32."""
+  hw = recurrent_matmul(h, w_h)
+  return hw if b_h is None else hw + b_h
+
+
+def scan_recurrence(cell: str, w_h, b_h, carry: Carry, xw, mask):
   """Runs `cell` over time: returns the final carry and outputs (T, b, H).
 
   Args:
@@ -168,133 +168,12 @@ def scan_cell(cell: str, w_h, b_h, carry: Carry, xw, mask):
     carry: the initial carry.
     xw: (T, b, G*H) float32, the input half of every gate at every step.
     mask: (T, b, 1) bool valid steps, or None for all.
-
-  The same numbers as differentiating a plain `lax.scan`, but faster to
-  train: autodiff of a scan accumulates dW_h += h_t^T dhw_t inside the
-  backward loop, T skinny (H, b) @ (b, G*H) matmuls, each reading and writing
-  the whole (H, G*H) gradient. The backward pass here only carries dh back
-  through time and emits each step's dhw_t; dW_h is then one (H, T*b) @
-  (T*b, G*H) matmul after the loop.
   """
-  return _scan_forward(cell, w_h, b_h, carry, xw, mask)
-
-
-def _recurrent_half(h, w_h, b_h):
-  hw = _matmul(h, w_h)
-  return hw if b_h is None else hw + b_h
-
-
-def _scan_forward(cell, w_h, b_h, carry, xw, mask):
   def body(carry, inputs):
     xw_t, mask_t = inputs
-    hw = _recurrent_half(carry[-1], w_h, b_h)
-    return _masked_step(cell, carry, xw_t, hw, mask_t)
+    return masked_step(cell, carry, xw_t, recurrent_half(carry[-1], w_h, b_h), mask_t)
 
   return jax.lax.scan(body, carry, (xw, mask))
-
-
-def _step_with_residuals(cell, carry, xw_t, hw, mask_t):
-  """One step, and what `_step_backward` needs to differentiate it."""
-  if cell == 'lstm':
-    # Written out for the LSTM, the cell that trains longest: its residuals
-    # are the gate activations and c_{t-1} (5 arrays of (b, H)), where the
-    # step's own vjp below saves 11 and the backward loop would emit its
-    # (identical) xw and hw gradients as two arrays.
-    gates = _lstm_gates(xw_t + hw)
-    c_new, _, h_new = _lstm_cell(carry[0], gates)
-    return _mask(carry, (c_new, h_new), h_new, mask_t), (gates, carry[0])
-  if cell == 'gru':  # likewise: r, z, n, h_n and h_{t-1} (its xw and hw gradients differ)
-    r, z, n, h_n = _gru_gates(xw_t, hw)
-    h_new = (1.0 - z) * n + z * carry[0]
-    return _mask(carry, (h_new,), h_new, mask_t), (r, z, n, h_n, carry[0])
-  # Otherwise the step's own backward function, residuals and all, is a
-  # pytree of arrays: stacked over time it is all the backward loop needs
-  # besides h_{t-1}, and nothing elementwise is recomputed there.
-  return jax.vjp(lambda c, x, hw: _masked_step(cell, c, x, hw, mask_t), carry, xw_t, hw)
-
-
-def _step_backward(cell, residuals, d_carry, dy_t, mask_t):
-  """(d carry_{t-1} except through hw, d xw_t, d hw_t or None if the same)."""
-  if cell == 'lstm':
-    return _lstm_step_backward(residuals, d_carry, dy_t, mask_t)
-  if cell == 'gru':
-    return _gru_step_backward(residuals, d_carry, dy_t, mask_t)
-  return residuals((d_carry, dy_t))
-
-
-def _lstm_step_backward(residuals, d_carry, dy_t, mask_t):
-  gates, c = residuals
-  dc, dh = d_carry
-  i, f, g, o = jnp.split(gates, 4, axis=-1)
-  _, tanh_c, _ = _lstm_cell(c, gates)
-  dh_new, dc_new = dh + dy_t, dc
-  if mask_t is not None:  # past a sequence's end the carry passes through
-    dh_new, dc_new = jnp.where(mask_t, dh_new, 0.0), jnp.where(mask_t, dc, 0.0)
-  dc_new = dc_new + dh_new * o * (1.0 - tanh_c * tanh_c)
-  dz = jnp.concatenate([dc_new * g * i * (1.0 - i), dc_new * c * f * (1.0 - f),
-                        dc_new * i * (1.0 - g * g), dh_new * tanh_c * o * (1.0 - o)], axis=-1)
-  dc_prev, dh_prev = dc_new * f, jnp.zeros_like(dh)  # h_{t-1} only enters through hw
-  if mask_t is not None:
-    dc_prev, dh_prev = jnp.where(mask_t, dc_prev, dc), jnp.where(mask_t, 0.0, dh)
-  return (dc_prev, dh_prev), dz, None
-
-
-def _gru_step_backward(residuals, d_carry, dy_t, mask_t):
-  r, z, n, h_n, h = residuals
-  (dh,) = d_carry
-  dh_new = dh + dy_t
-  if mask_t is not None:
-    dh_new = jnp.where(mask_t, dh_new, 0.0)
-  da_n = dh_new * (1.0 - z) * (1.0 - n * n)  # a_n = x_n + r * h_n
-  da_r = da_n * h_n * r * (1.0 - r)
-  da_z = dh_new * (h - n) * z * (1.0 - z)
-  dxw = jnp.concatenate([da_r, da_z, da_n], axis=-1)
-  dhw = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)  # h_n enters a_n times r
-  dh_prev = dh_new * z
-  if mask_t is not None:
-    dh_prev = jnp.where(mask_t, dh_prev, dh)
-  return (dh_prev,), dxw, dhw
-
-
-def _scan_cell_fwd(cell, w_h, b_h, carry, xw, mask):
-  def body(carry, inputs):
-    xw_t, mask_t = inputs
-    hw = _recurrent_half(carry[-1], w_h, b_h)
-    (new, y), step_residuals = _step_with_residuals(cell, carry, xw_t, hw, mask_t)
-    return new, (y, carry[-1], step_residuals)
-
-  final, (ys, hs, step_residuals) = jax.lax.scan(body, carry, (xw, mask))
-  return (final, ys), (w_h, b_h, hs, step_residuals, mask)
-
-
-def _scan_cell_bwd(cell, residuals, cotangents):
-  w_h, b_h, hs, step_residuals, mask = residuals
-  d_final, d_ys = cotangents
-
-  # W_h^T laid out row-major once, before the loop: XLA:CPU's matmul with the
-  # transposed operand ran at ~130 GFLOP/s here, with the copy at ~170.
-  w_h_t = jnp.array(w_h.T, copy=True)
-
-  def body(d_carry, inputs):
-    step_residual, dy_t, mask_t = inputs
-    d_prev, dxw_t, dhw_t = _step_backward(cell, step_residual, d_carry, dy_t, mask_t)
-    # h_{t-1} also fed this step through hw_t = h_{t-1} @ W_h.
-    dh = d_prev[-1] + _matmul(dxw_t if dhw_t is None else dhw_t, w_h_t)
-    return d_prev[:-1] + (dh,), (dxw_t, dhw_t)
-
-  d_carry, (dxw, dhw) = jax.lax.scan(body, d_final, (step_residuals, d_ys, mask),
-                                     reverse=True)
-  dhw = dxw if dhw is None else dhw
-  # As one 2-D (H, T*b) @ (T*b, G*H) product: XLA:CPU runs the 3-D einsum
-  # contracting two axes ~1.5x slower.
-  hs, dhw_2d = hs.reshape(-1, hs.shape[-1]), dhw.reshape(-1, dhw.shape[-1])
-  d_w_h = jnp.matmul(hs.astype(w_h.dtype).T, dhw_2d.astype(w_h.dtype),
-                     preferred_element_type=jnp.float32).astype(w_h.dtype)
-  d_b_h = None if b_h is None else dhw.sum(axis=(0, 1)).astype(b_h.dtype)
-  return d_w_h, d_b_h, d_carry, dxw, None
-
-
-scan_cell.defvjp(_scan_cell_fwd, _scan_cell_bwd)
 
 
 def _blockwise_orthogonal(blocks: int):
@@ -359,12 +238,16 @@ class Recurrence(nn.Module):
     hidden_dim: H, the size of the hidden state.
     reverse: read each sequence's valid part back to front; outputs are put
       back in the original order.
-    dtype: compute dtype of the matmuls; parameters and the carry stay float32.
+    dtype: compute dtype of the matmuls; the carry stays float32.
+    param_dtype: dtype of the parameters.
+    kernels: the layer set of the time loop (deepl.models.layers).
   """
   cell: str
   hidden_dim: int
   reverse: bool = False
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernels: str = 'xla'
 
   @nn.compact
   def __call__(self, x, lengths=None, carry: Carry | None = None):
@@ -378,11 +261,12 @@ class Recurrence(nn.Module):
     batch, steps = x.ids.shape if tokens else x.shape[:2]
     features = (x.table if tokens else x).shape[-1]
     h, g = self.hidden_dim, GATES[self.cell]
-    w_x = self.param('input_kernel', nn.initializers.lecun_normal(),
-                     (features, g * h))
-    b_x = self.param('input_bias', _input_bias_init(self.cell, h), (g * h,))
-    w_h = self.param('hidden_kernel', _blockwise_orthogonal(g), (h, g * h))
-    b_h = (self.param('hidden_bias', nn.initializers.zeros, (g * h,))
+    param = lambda name, init, shape, *names: self.param(name, layers.axes(init, *names), shape,
+                                                         self.param_dtype)
+    w_x = param('input_kernel', nn.initializers.lecun_normal(), (features, g * h), 'embed', 'gates')
+    b_x = param('input_bias', _input_bias_init(self.cell, h), (g * h,), 'gates')
+    w_h = param('hidden_kernel', _blockwise_orthogonal(g), (h, g * h), 'hidden', 'gates')
+    b_h = (param('hidden_bias', nn.initializers.zeros, (g * h,), 'gates')
            if self.cell == 'gru' else None)
     if carry is None:
       carry = initial_carry(self.cell, batch, h)
@@ -399,7 +283,8 @@ class Recurrence(nn.Module):
       x = x.transpose(1, 0, 2).reshape(steps * batch, features)
       xw = project(x).reshape(steps, batch, g * h)
     mask = None if lengths is None else valid_mask(lengths, steps).T[..., None]
-    carry, ys = scan_cell(self.cell, w_h.astype(dtype), b_h, carry, xw, mask)
+    loop = layers.get(self.kernels).recurrence or scan_recurrence
+    carry, ys = loop(self.cell, w_h.astype(dtype), b_h, carry, xw, mask)
     ys = ys.transpose(1, 0, 2).astype(dtype)
     if self.reverse:
       ys = reverse_valid(ys, lengths)
@@ -418,6 +303,8 @@ class RNNStack(nn.Module):
   bidirectional: bool = False
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernels: str = 'xla'
 
   @nn.compact
   def __call__(self, x, lengths=None, carries=None, *, train: bool):
@@ -433,8 +320,8 @@ class RNNStack(nn.Module):
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
       outputs, layer_final = [], []
       for d, reverse in enumerate(directions):
-        layer = Recurrence(self.cell, self.hidden_dim, reverse, self.dtype,
-                           name=f'layer{i}_{"bwd" if reverse else "fwd"}')
+        layer = Recurrence(self.cell, self.hidden_dim, reverse, self.dtype, self.param_dtype,
+                           self.kernels, name=f'layer{i}_{"bwd" if reverse else "fwd"}')
         y, carry = layer(x, lengths, None if carries is None else carries[i][d])
         outputs.append(y)
         layer_final.append(carry)
@@ -444,6 +331,26 @@ class RNNStack(nn.Module):
 
 
 # ----------------------------------------------------------------- models
+
+
+def _embedding(model, **kwargs) -> nn.Module:
+  return embed.Embed(model.vocab_size, model.embed_dim, dtype=model.dtype,
+                     param_dtype=model.param_dtype,
+                     embedding_init=layers.axes(nn.linear.default_embed_init, 'vocab', 'embed'),
+                     **kwargs)
+
+
+def _head(model, features: int, out_axis: str, **kwargs) -> nn.Module:
+  return layers.get(model.kernels).Dense(
+      features, dtype=model.dtype, param_dtype=model.param_dtype,
+      kernel_init=layers.axes(nn.initializers.lecun_normal(), 'embed', out_axis),
+      bias_init=layers.axes(nn.initializers.zeros, out_axis), **kwargs)
+
+
+def _check_tokens(model: str, tokens, lengths=None):
+  checks.expect(tokens, model, 'tokens (batch, length)', ndim=2, kind='integer')
+  if lengths is not None:
+    checks.expect(lengths, model, 'lengths (batch,)', ndim=1, kind='integer')
 
 
 class RNNClassifier(nn.Module):
@@ -465,7 +372,10 @@ class RNNClassifier(nn.Module):
     pool: 'last', the state after the last valid step (bidirectional: the
       forward state at length - 1 and the backward state at 0, concatenated),
       or 'mean', the mean of the top layer's outputs over valid steps.
-    dtype: compute dtype; parameters stay float32 and logits are float32.
+    dtype: compute dtype; logits are float32.
+    param_dtype: dtype of the parameters.
+    kernels: the layer set (deepl.models.layers): 'xla', stock; 'cpu', deepl's
+      CPU speed paths.
   """
   vocab_size: int
   num_classes: int = 2
@@ -477,21 +387,24 @@ class RNNClassifier(nn.Module):
   dropout: float = 0.0
   pool: str = 'last'
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernels: str = 'xla'
 
   @nn.compact
   def __call__(self, tokens, lengths, *, train: bool):
     """Maps int tokens (b, T) with lengths (b,) to float32 logits (b, C)."""
+    _check_tokens('RNNClassifier', tokens, lengths)
     _check_cell(self.cell)
     if self.pool not in POOLS:
       raise ValueError(f'RNNClassifier pool must be one of {POOLS}, '
                        f'got {self.pool!r}')
     drop = functools.partial(nn.Dropout, self.dropout, deterministic=not train)
-    x = embed.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype,
-                    name='embed')(tokens)
+    x = _embedding(self, name='embed')(tokens)
     x = drop()(x)
     outputs, carries = RNNStack(
         self.cell, self.hidden_dim, self.num_layers, self.bidirectional,
-        self.dropout, self.dtype, name='rnn')(x, lengths, train=train)
+        self.dropout, self.dtype, self.param_dtype, self.kernels, name='rnn')(
+            x, lengths, train=train)
     if self.pool == 'last':
       # Frozen past the end, each direction's final carry already is the
       # state we want; its last entry is h.
@@ -501,7 +414,7 @@ class RNNClassifier(nn.Module):
       count = jnp.maximum(lengths, 1)[:, None].astype(jnp.float32)
       x = outputs.astype(jnp.float32).sum(axis=1) / count
     x = drop()(x)
-    x = dense.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
+    x = _head(self, self.num_classes, 'classes', name='head')(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32)
 
@@ -519,7 +432,10 @@ class RNNLM(nn.Module):
     hidden_dim: size of the hidden state of every layer.
     num_layers: stacked recurrent layers.
     dropout: dropout rate; active only with train=True.
-    dtype: compute dtype; parameters stay float32 and logits are float32.
+    dtype: compute dtype; logits are float32.
+    param_dtype: dtype of the parameters.
+    kernels: the layer set (deepl.models.layers): 'xla', stock; 'cpu', deepl's
+      CPU speed paths.
   """
   vocab_size: int
   cell: str = 'lstm'
@@ -528,15 +444,18 @@ class RNNLM(nn.Module):
   num_layers: int = 2
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernels: str = 'xla'
 
   def setup(self):
     # setup() rather than compact: __call__ and decode share these.
     _check_cell(self.cell)
-    self.embed = embed.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)
+    self.embed = _embedding(self)
     self.rnn = RNNStack(self.cell, self.hidden_dim, self.num_layers,
-                        dropout=self.dropout, dtype=self.dtype)
+                        dropout=self.dropout, dtype=self.dtype, param_dtype=self.param_dtype,
+                        kernels=self.kernels)
     self.drop = nn.Dropout(self.dropout)
-    self.head = dense.Dense(self.vocab_size, dtype=self.dtype)
+    self.head = _head(self, self.vocab_size, 'vocab')
 
   def __call__(self, tokens, *, train: bool, lengths=None):
     """Maps int tokens (b, T) to float32 logits (b, T, vocab_size).
@@ -563,10 +482,8 @@ class RNNLM(nn.Module):
     return self._forward(tokens, lengths, cache, train=False)
 
   def _forward(self, tokens, lengths, cache, *, train: bool):
-    # Project the embedding table (module docstring). CPU only: on a GPU its
-    # gradient, a scatter-add of every token into V rows, is unmeasured (a
-    # bf16 one into an embedding's 65 rows cost 21-39 ms a step on an H200).
-    if (jax.default_backend() == 'cpu' and (self.dropout == 0 or not train)
+    _check_tokens('RNNLM', tokens, lengths)
+    if (layers.get(self.kernels).project_embedding_table and (self.dropout == 0 or not train)
         and self.vocab_size < tokens.size):
       x = TokenInputs(self.embed.embedding, tokens)
     else:

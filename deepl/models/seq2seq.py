@@ -35,7 +35,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deepl.models import checks
 from deepl.models import embed
+from deepl.models import layers
 from deepl.models import transformer
 
 
@@ -55,11 +57,14 @@ class EncoderDecoder(nn.Module):
       only with train=True.
     tie_embeddings: output projection = token embedding transposed.
     use_bias: biases in the Dense layers and LayerNorms.
-    dtype: compute dtype; parameters stay float32 and logits are float32.
-    attention_implementation: None (cuDNN on a GPU where it applies, else
-      XLA; see transformer.py), 'xla' or 'cudnn'.
+    dtype: compute dtype; logits are float32.
+    param_dtype: dtype of the parameters.
+    attention_implementation: 'xla', or 'cudnn' for the fused kernel on a GPU
+      (see transformer.dot_product_attention).
     remat: recompute each block's activations in the backward pass (less
       memory for about a third more compute).
+    kernels: the layer set (deepl.models.layers): 'xla', stock; 'cpu', deepl's
+      CPU speed paths.
   """
   vocab_size: int
   num_layers: int = 3
@@ -71,17 +76,21 @@ class EncoderDecoder(nn.Module):
   tie_embeddings: bool = True
   use_bias: bool = True
   dtype: Any = jnp.float32
-  attention_implementation: str | None = None
+  param_dtype: Any = jnp.float32
+  attention_implementation: str | None = 'xla'
   remat: bool = False
+  kernels: str = 'xla'
 
   def setup(self):
     transformer.check_heads(self.width, self.num_heads)
     # Positions are added here, per side; the Embedder owns only the tokens
     # and the (tied) output projection.
     self.embed = transformer.Embedder(self.vocab_size, self.width, max_len=0,
-                                      tie=self.tie_embeddings, dtype=self.dtype)
-    position = lambda: embed.Embed(self.max_len, self.width, dtype=self.dtype,
-                                   embedding_init=transformer.DEFAULT_INIT)
+                                      tie=self.tie_embeddings, dtype=self.dtype,
+                                      param_dtype=self.param_dtype, kernels=self.kernels)
+    position = lambda: embed.Embed(
+        self.max_len, self.width, dtype=self.dtype, param_dtype=self.param_dtype,
+        embedding_init=layers.axes(transformer.DEFAULT_INIT, 'position', 'embed'))
     self.source_positions = position()
     self.target_positions = position()
     self.drop = nn.Dropout(self.dropout)
@@ -90,12 +99,12 @@ class EncoderDecoder(nn.Module):
     block = lambda causal: transformer.Block(
         self.num_heads, self.mlp_dim or 4 * self.width, dropout=self.dropout,
         causal=causal, cross_attention=causal, use_bias=self.use_bias,
-        dtype=self.dtype, residual_init=residual_init,
-        implementation=self.attention_implementation)
+        dtype=self.dtype, param_dtype=self.param_dtype, residual_init=residual_init,
+        implementation=self.attention_implementation, kernels=self.kernels)
     self.encoder_blocks = [block(False) for _ in range(self.num_layers)]
     self.decoder_blocks = [block(True) for _ in range(self.num_layers)]
-    layer_norm = lambda: nn.LayerNorm(epsilon=1e-5, use_bias=self.use_bias,
-                                      dtype=self.dtype)
+    layer_norm = lambda: layers.layer_norm(epsilon=1e-5, use_bias=self.use_bias,
+                                           dtype=self.dtype, param_dtype=self.param_dtype)
     self.encoder_norm = layer_norm()
     self.decoder_norm = layer_norm()
 
@@ -110,6 +119,8 @@ class EncoderDecoder(nn.Module):
         0..t and the whole (unpadded) source.
       train: enables dropout (needs a 'dropout' rng).
     """
+    checks.expect(decoder_inputs, 'EncoderDecoder', 'decoder_inputs (batch, length)', ndim=2,
+                  kind='integer')
     memory = self.encode(inputs, input_length, train=train)
     length = decoder_inputs.shape[-1]
     self._check_length(length, 'target')
@@ -124,6 +135,9 @@ class EncoderDecoder(nn.Module):
   def encode(self, inputs, input_length, *, train: bool = False):
     """Source tokens (b, S) -> memory (b, S, W); padding rows are garbage that
     the decoder's cross-attention mask never reads."""
+    checks.expect(inputs, 'EncoderDecoder', 'inputs (batch, length)', ndim=2, kind='integer')
+    checks.expect(input_length, 'EncoderDecoder', 'input_length (batch,)', ndim=1,
+                  kind='integer')
     length = inputs.shape[-1]
     self._check_length(length, 'source')
     x = self.embed(inputs) + self.source_positions(jnp.arange(length))

@@ -2,9 +2,9 @@
 
   MultiHeadAttention  q/k/v/out projections around dot_product_attention;
                       self- or cross-attention, masks, causal, rotary, KV cache.
-  dot_product_attention  jax.nn.dot_product_attention on accelerators; on CPU
-                      the same math as einsums, causal attention skipping
-                      the key blocks no query in a block can see.
+  dot_product_attention  the model's attention: jax.nn.dot_product_attention
+                      (XLA, or cuDNN's fused kernel where asked), or the
+                      `kernels` set's own.
   gelu                exact (erf) GELU.
   Block               pre-LayerNorm residual block: self-attention, optional
                       cross-attention (decoder blocks), MLP.
@@ -25,15 +25,13 @@ broadcast to (b, h, T, S): (b, 1, T, S) or (b, 1, 1, S) for padding.
   y, cache = block.apply(variables, x_chunk, train=False, cache=cache,
                          cache_index=0)                       # incremental
 
-Attention goes through jax.nn.dot_product_attention so that a GPU can run the
-fused cuDNN flash kernel (`implementation='cudnn'`; it needs bf16/fp16 and
-refuses some shapes and masks). `implementation=None` takes cuDNN on a GPU
-where it accepts the call, else JAX's XLA path (JAX's own None is XLA): GPT-2
-small's bf16 train step ran 2.0x as fast on an H100 with it. On CPU it takes
-this module's own path (see dot_product_attention), which ran a GPT-mini
-attention layer's forward and backward pass 1.8x as fast as JAX's XLA path
-there (216 -> 120 ms).
-`implementation='xla'` forces JAX's XLA path everywhere.
+Attention goes through jax.nn.dot_product_attention. `implementation='cudnn'`
+asks for cuDNN's fused flash kernel (bf16/fp16 on a GPU) for every attention
+without a mask (full or causal); masked attention (padding, a KV cache) stays
+on XLA's path. It is a field, never a guess from the host: deepl's command
+line sets it where the run's platform and dtype can take it (GPT-2 small's
+bf16 train step ran 2.0x as fast on an H100 with it). `kernels='cpu'` takes
+deepl/kernels/cpu/attention.py instead (1.8x as fast on a 2-core CPU).
 
 Dropout: there is no dropout on the attention probabilities. The fused kernels
 never materialise the probabilities, so dropping them would force the slow
@@ -49,6 +47,7 @@ so every shape is fixed and the step jit-compiles once. Keys are stored
 already rotated, so a rotary layer never re-rotates its past.
 """
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -56,8 +55,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepl.models import dense
 from deepl.models import embed
+from deepl.models import layers
 
 Initializer = Callable[..., jax.Array]
 
@@ -69,16 +68,6 @@ DEFAULT_INIT = nn.initializers.normal(stddev=0.02)
 
 Cache = dict[str, jax.Array]
 
-# Causal CPU attention splits the queries into this many blocks at most, each
-# at least _MIN_BLOCK long, and skips the keys a block cannot see.
-_MAX_BLOCKS = 4
-_MIN_BLOCK = 64
-# ...and, along the batch, into chunks whose float32 logits per query block
-# stay near this size, so the softmax works in cache: GPT-mini's attention
-# (16 x 256 tokens, 4 heads) ran forward and backward ~15% faster in 2 chunks.
-_CHUNK_LOGITS_BYTES = 2 << 20
-
-
 def gelu(x):
   """Exact GELU, x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)) (PyTorch's nn.GELU()).
 
@@ -88,93 +77,32 @@ def gelu(x):
   return 0.5 * x * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
 
 
+IMPLEMENTATIONS = ('xla', 'cudnn')
+
+
 def dot_product_attention(q, k, v, *, mask=None, is_causal: bool = False,
-                          implementation: str | None = None):
+                          implementation: str | None = 'xla', kernels: str = 'xla'):
   """softmax(q k^T / sqrt(d)) v, as jax.nn.dot_product_attention.
 
   q (b, T, h, d), k and v (b, S, h, d); mask bool, broadcastable to
   (b, h, T, S), True = may attend; is_causal: query i sees keys <= i.
-  Returns (b, T, h, d).
-
-  On GPU/TPU, or with an explicit `implementation`, this is
-  jax.nn.dot_product_attention. On a GPU, bf16/fp16 attention without a mask
-  (causal or full) asks for the cuDNN flash kernel first, falling back to XLA
-  where cuDNN refuses the shape, version or chip. On CPU, where XLA has no
-  fused attention, the same math runs as two einsums (on head-major copies
-  of q, k and v) around a float32 softmax (masked logits set to the same
-  large negative number JAX uses), and causal self-attention cuts the
-  queries into up to 4 blocks: block i only multiplies the keys up to its
-  own last row, 10/16 of the full product at 4 blocks; a big batch is also
-  cut into chunks whose logits stay cache-sized. One difference: a query row
-  whose every key is masked (possible only with a mask) averages
-  the keys its block reads instead of all of them; such rows are padding
-  whose outputs nothing should use.
+  Returns (b, T, h, d). implementation: 'xla' (None: the same), or 'cudnn'
+  for the fused kernel where there is no mask; kernels: the layer set whose
+  attention to use (see the module docstring).
   """
-  backend = jax.default_backend()
-  if implementation is None and backend == 'gpu' and mask is None and q.dtype in _HALF:
-    try:  # JAX's own None means XLA; its checks run here, at trace time
-      return jax.nn.dot_product_attention(q, k, v, is_causal=is_causal,
-                                          implementation='cudnn')
-    except (ValueError, NotImplementedError, RuntimeError):
-      pass  # a shape, version or GPU the fused kernel does not take
-  if implementation is not None or backend != 'cpu':
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
-                                        implementation=implementation)
-  q = q * np.float32(1.0 / np.sqrt(q.shape[-1])).astype(q.dtype)
-  if mask is not None:
-    mask = jnp.reshape(mask, (1,) * (4 - mask.ndim) + mask.shape)
-  if not is_causal:
-    return _head_major(_attend, q, k, v, mask)
-  batch, length = q.shape[:2]
-  block_rows = length / max(1, min(_MAX_BLOCKS, length // _MIN_BLOCK))
-  wanted = batch * q.shape[2] * block_rows * k.shape[1] * 4 / _CHUNK_LOGITS_BYTES
-  # The fewest chunks that divide the batch and bring each chunk's logits to the target.
-  chunks = next(n for n in range(1, batch + 1) if batch % n == 0 and (n >= wanted or n == batch))
-  if chunks == 1:
-    return _head_major(_causal_blocks, q, k, v, mask)
-  size = batch // chunks
-  part = lambda a, i: a if a is None or a.shape[0] == 1 else a[i * size:(i + 1) * size]
-  return jnp.concatenate([_head_major(_causal_blocks, part(q, i), part(k, i), part(v, i),
-                                      part(mask, i)) for i in range(chunks)], axis=0)
-
-
-def _head_major(attend, q, k, v, mask):
-  """attend(q, k, v, mask) on (b, h, T, d) copies of q, k, v; the result back as (b, T, h, d).
-
-  One transpose of each per batch chunk: the einsums on (b, T, h, d) made
-  XLA:CPU copy q, k and v over again for every query block. GPT-mini's step
-  ran 1.01-1.045x as fast this way, mnist_vit's 1.06x (alternated in one
-  process).
-  """
-  heads_first = lambda a: a.transpose(0, 2, 1, 3)
-  return heads_first(attend(heads_first(q), heads_first(k), heads_first(v), mask))
-
-
-def _causal_blocks(q, k, v, mask):
-  length, keys = q.shape[2], k.shape[2]
-  if length != keys:
-    raise ValueError(f'causal attention needs as many keys as queries, got '
-                     f'{length} queries and {keys} keys')
-  blocks = max(1, min(_MAX_BLOCKS, length // _MIN_BLOCK))
-  bounds = [round(i * length / blocks) for i in range(blocks + 1)]
-  outputs = []
-  for start, stop in zip(bounds[:-1], bounds[1:]):
-    block_mask = jnp.arange(stop)[None, :] <= jnp.arange(start, stop)[:, None]
-    if mask is not None:
-      rows = mask[:, :, start:stop] if mask.shape[2] > 1 else mask
-      block_mask = jnp.logical_and(block_mask, rows[..., :stop] if rows.shape[3] > 1 else rows)
-    outputs.append(_attend(q[:, :, start:stop], k[:, :, :stop], v[:, :, :stop], block_mask))
-  return jnp.concatenate(outputs, axis=2) if len(outputs) > 1 else outputs[0]
-
-
-def _attend(q, k, v, mask):
-  """One block, head-major (b, h, T, d): q already scaled; mask None or broadcastable to (b, h, T, S)."""
-  logits = jnp.einsum('bhtd,bhsd->bhts', q, k, preferred_element_type=jnp.float32)
-  if mask is not None:
-    # JAX's XLA path uses the same number, so fully masked rows agree too.
-    logits = jnp.where(mask, logits, -0.7 * np.finfo(np.float32).max)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum('bhts,bhsd->bhtd', probs, v)
+  implementation = implementation or 'xla'
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'attention implementation must be one of {IMPLEMENTATIONS}, '
+                     f'got {implementation!r}')
+  own = layers.get(kernels).attention
+  if own is not None:
+    if implementation != 'xla':
+      raise ValueError(f"kernels={kernels!r} has its own attention: use implementation='xla' "
+                       "with it, or kernels='xla'")
+    return own(q, k, v, mask=mask, is_causal=is_causal)
+  if implementation == 'cudnn' and mask is None:
+    return jax.nn.dot_product_attention(q, k, v, is_causal=is_causal, implementation='cudnn')
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
 
 
 def check_heads(width: int, num_heads: int):
@@ -239,12 +167,12 @@ class MultiHeadAttention(nn.Module):
     use_bias: biases on the four projections.
     rotary: rotate queries and keys by their positions (self-attention only;
       cross-attention has no shared positions to be relative to).
-    dtype: compute dtype; parameters stay float32 and the softmax runs in
-      float32 inside jax.nn.dot_product_attention.
+    dtype: compute dtype; the softmax runs in float32.
+    param_dtype: dtype of the parameters.
     kernel_init: init of the q/k/v kernels.
     out_kernel_init: init of the output kernel.
-    implementation: passed to jax.nn.dot_product_attention: None, 'xla' or
-      'cudnn'.
+    implementation: 'xla' or 'cudnn' (see dot_product_attention).
+    kernels: the layer set (deepl.models.layers).
   """
   num_heads: int
   head_dim: int = 0
@@ -252,9 +180,11 @@ class MultiHeadAttention(nn.Module):
   use_bias: bool = True
   rotary: bool = False
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
   kernel_init: Initializer = DEFAULT_INIT
   out_kernel_init: Initializer = DEFAULT_INIT
-  implementation: str | None = None
+  implementation: str | None = 'xla'
+  kernels: str = 'xla'
 
   @nn.compact
   def __call__(self, x, context=None, *, mask=None, is_causal: bool = False,
@@ -292,11 +222,16 @@ class MultiHeadAttention(nn.Module):
     if self.rotary and not self_attention:
       raise ValueError('rotary positions apply to self-attention only')
     context = x if self_attention else context
+    dense_general = functools.partial(layers.get(self.kernels).DenseGeneral,
+                                      use_bias=self.use_bias, dtype=self.dtype,
+                                      param_dtype=self.param_dtype)
 
     def project(name, inputs):
-      return dense.DenseGeneral((self.num_heads, head_dim), use_bias=self.use_bias,
-                                kernel_init=self.kernel_init, dtype=self.dtype,
-                                name=name)(inputs)
+      y = dense_general((self.num_heads, head_dim),
+                        kernel_init=layers.axes(self.kernel_init, 'embed', 'heads', 'kv'),
+                        bias_init=layers.axes(nn.initializers.zeros, 'heads', 'kv'),
+                        name=name)(inputs)
+      return layers.constrain(y, 'batch', 'length', 'act_heads', 'act_kv')
 
     q = project('query', x)           # (b, T, h, d)
     k = project('key', context)       # (b, S, h, d)
@@ -324,11 +259,10 @@ class MultiHeadAttention(nn.Module):
       k, v = k.astype(q.dtype), v.astype(q.dtype)
 
     y = dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
-                              implementation=self.implementation)
-    out = dense.DenseGeneral(self.out_features or width, axis=(-2, -1),
-                             use_bias=self.use_bias,
-                             kernel_init=self.out_kernel_init, dtype=self.dtype,
-                             name='out')(y)
+                              implementation=self.implementation, kernels=self.kernels)
+    out = dense_general(self.out_features or width, axis=(-2, -1),
+                        kernel_init=layers.axes(self.out_kernel_init, 'heads', 'kv', 'embed'),
+                        bias_init=layers.axes(nn.initializers.zeros, 'embed'), name='out')(y)
     return out if cache is None else (out, cache)
 
 
@@ -371,13 +305,15 @@ class Block(nn.Module):
     head_dim: 0 means W // num_heads.
     use_bias: biases in the projections and the LayerNorms.
     layer_norm_epsilon: 1e-5 is PyTorch's default (GPT-2); ViT uses 1e-6.
-    dtype: compute dtype; parameters stay float32.
+    dtype: compute dtype.
+    param_dtype: dtype of the parameters.
     kernel_init: init of every kernel that does not write to the residual.
     residual_init: init of the attention output and second MLP kernels, the
       ones that add to the residual stream; GPT-2 scales them by
       1/sqrt(2 * num_layers) so the stream's variance does not grow with
       depth.
-    implementation: attention backend, see MultiHeadAttention.
+    implementation: attention implementation, see dot_product_attention.
+    kernels: the layer set (deepl.models.layers).
   """
   num_heads: int
   mlp_dim: int
@@ -389,9 +325,11 @@ class Block(nn.Module):
   use_bias: bool = True
   layer_norm_epsilon: float = 1e-5
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
   kernel_init: Initializer = DEFAULT_INIT
   residual_init: Initializer = DEFAULT_INIT
-  implementation: str | None = None
+  implementation: str | None = 'xla'
+  kernels: str = 'xla'
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None, positions=None,
@@ -415,15 +353,18 @@ class Block(nn.Module):
       raise ValueError('pass `context` exactly when cross_attention=True')
     if cache is not None and not self.causal:
       raise ValueError('incremental decoding needs a causal block')
-    layer_norm = lambda name: nn.LayerNorm(
+    x = layers.constrain(x, 'batch', 'length', 'act_embed')
+    layer_norm = lambda name: layers.layer_norm(
         epsilon=self.layer_norm_epsilon, use_bias=self.use_bias,
-        dtype=self.dtype, name=name)
+        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     drop = nn.Dropout(self.dropout, deterministic=not train)
     attention = lambda name, rotary: MultiHeadAttention(
         self.num_heads, self.head_dim, use_bias=self.use_bias, rotary=rotary,
-        dtype=self.dtype, kernel_init=self.kernel_init,
-        out_kernel_init=self.residual_init,
-        implementation=self.implementation, name=name)
+        dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init,
+        out_kernel_init=self.residual_init, implementation=self.implementation,
+        kernels=self.kernels, name=name)
+    dense = functools.partial(layers.get(self.kernels).Dense, use_bias=self.use_bias,
+                              dtype=self.dtype, param_dtype=self.param_dtype)
 
     y = attention('attn', self.rotary)(
         layer_norm('ln_attn')(x), mask=mask, is_causal=self.causal,
@@ -439,13 +380,13 @@ class Block(nn.Module):
 
     width = x.shape[-1]
     y = layer_norm('ln_mlp')(x)
-    y = dense.Dense(self.mlp_dim, use_bias=self.use_bias,
-                    kernel_init=self.kernel_init, dtype=self.dtype,
-                    name='mlp_in')(y)
+    y = dense(self.mlp_dim, kernel_init=layers.axes(self.kernel_init, 'embed', 'mlp'),
+              bias_init=layers.axes(nn.initializers.zeros, 'mlp'), name='mlp_in')(y)
+    y = layers.constrain(y, 'batch', 'length', 'act_mlp')
     # Exact erf GELU, PyTorch's nn.GELU() default that nanoGPT and ViT use.
     y = gelu(y)
-    y = dense.Dense(width, use_bias=self.use_bias, kernel_init=self.residual_init,
-                    dtype=self.dtype, name='mlp_out')(y)
+    y = dense(width, kernel_init=layers.axes(self.residual_init, 'mlp', 'embed'),
+              bias_init=layers.axes(nn.initializers.zeros, 'embed'), name='mlp_out')(y)
     x = x + drop(y)
     return x if cache is None else (x, cache)
 
@@ -464,25 +405,32 @@ class Embedder(nn.Module):
     max_len: number of learned absolute positions; 0 for none (rotary or
       position-free models).
     tie: share the embedding matrix with the output projection.
-    dtype: compute dtype; parameters stay float32 and logits are float32.
+    dtype: compute dtype; logits are float32.
+    param_dtype: dtype of the parameters.
     embedding_init: init of the embeddings and of an untied head.
+    kernels: the layer set of an untied head (deepl.models.layers).
   """
   vocab_size: int
   width: int
   max_len: int = 0
   tie: bool = True
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
   embedding_init: Initializer = DEFAULT_INIT
+  kernels: str = 'xla'
 
   def setup(self):
-    self.token_embed = embed.Embed(self.vocab_size, self.width, dtype=self.dtype,
-                                   embedding_init=self.embedding_init)
+    table = functools.partial(embed.Embed, features=self.width, dtype=self.dtype,
+                              param_dtype=self.param_dtype)
+    self.token_embed = table(self.vocab_size,
+                             embedding_init=layers.axes(self.embedding_init, 'vocab', 'embed'))
     if self.max_len:
-      self.position_embed = embed.Embed(self.max_len, self.width, dtype=self.dtype,
-                                        embedding_init=self.embedding_init)
+      self.position_embed = table(
+          self.max_len, embedding_init=layers.axes(self.embedding_init, 'position', 'embed'))
     if not self.tie:
-      self.head = dense.Dense(self.vocab_size, use_bias=False, dtype=self.dtype,
-                              kernel_init=self.embedding_init)
+      self.head = layers.get(self.kernels).Dense(
+          self.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+          kernel_init=layers.axes(self.embedding_init, 'embed', 'vocab'))
 
   def __call__(self, tokens, positions=None):
     """int tokens (b, T) -> (b, T, W); positions (T,) or (b, T), default 0..T-1.
@@ -501,4 +449,4 @@ class Embedder(nn.Module):
     """(b, T, W) -> float32 logits (b, T, V)."""
     logits = self.token_embed.attend(x) if self.tie else self.head(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
-    return logits.astype(jnp.float32)
+    return layers.constrain(logits.astype(jnp.float32), 'batch', 'length', 'act_vocab')

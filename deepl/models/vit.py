@@ -22,7 +22,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from deepl.models import dense
+from deepl.models import checks
+from deepl.models import layers
 from deepl.models import transformer
 
 POOLS = ('cls', 'mean')
@@ -43,9 +44,14 @@ class ViT(nn.Module):
       active only with train=True.
     pool: 'cls' (the [CLS] token's output) or 'mean' (mean over patches, and
       no [CLS] token at all).
-    dtype: compute dtype; parameters stay float32 and logits are float32.
+    dtype: compute dtype; logits are float32.
+    param_dtype: dtype of the parameters.
     remat: recompute each block's activations in the backward pass (less
       memory for about a third more compute).
+    attention_implementation: 'xla', or 'cudnn' for the fused kernel on a GPU
+      (see transformer.dot_product_attention).
+    kernels: the layer set (deepl.models.layers): 'xla', stock; 'cpu', deepl's
+      CPU speed paths.
   """
   num_classes: int = 10
   patch_size: int = 4
@@ -56,11 +62,16 @@ class ViT(nn.Module):
   dropout: float = 0.0
   pool: str = 'cls'
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
   remat: bool = False
+  attention_implementation: str | None = 'xla'
+  kernels: str = 'xla'
 
   @nn.compact
   def __call__(self, images, *, train: bool):
     """Maps float images [..., H, W, C] to float32 logits [..., num_classes]."""
+    checks.expect(images, 'ViT', 'images [..., height, width, channels]', min_ndim=3,
+                  kind='floating')
     transformer.check_heads(self.width, self.num_heads)
     if self.pool not in POOLS:
       raise ValueError(f'ViT pool must be one of {POOLS}, got {self.pool!r}')
@@ -73,15 +84,20 @@ class ViT(nn.Module):
     lead = images.shape[:-3]
     x = images.reshape((-1, height, width_px, channels))
 
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID',
-                dtype=self.dtype, name='patch_embed')(x)
+    ops = layers.get(self.kernels)
+    x = ops.Conv(self.width, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype,
+                 param_dtype=self.param_dtype,
+                 kernel_init=layers.axes(nn.initializers.lecun_normal(), None, None, None, 'embed'),
+                 bias_init=layers.axes(nn.initializers.zeros, 'embed'), name='patch_embed')(x)
     x = x.reshape(x.shape[0], -1, self.width)             # (b, patches, W)
     if self.pool == 'cls':
-      cls = self.param('cls', nn.initializers.zeros, (1, 1, self.width))
+      cls = self.param('cls', layers.axes(nn.initializers.zeros, None, None, 'embed'),
+                       (1, 1, self.width), self.param_dtype)
       cls = jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, self.width))
       x = jnp.concatenate([cls, x], axis=1)
-    positions = self.param('pos_embedding', nn.initializers.normal(0.02),
-                           (1,) + x.shape[1:])
+    positions = self.param('pos_embedding',
+                           layers.axes(nn.initializers.normal(0.02), None, 'position', 'embed'),
+                           (1,) + x.shape[1:], self.param_dtype)
     x = x + positions.astype(x.dtype)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
 
@@ -89,13 +105,17 @@ class ViT(nn.Module):
     for i in range(self.num_layers):
       block = transformer.Block(
           self.num_heads, self.mlp_dim or 4 * self.width, dropout=self.dropout,
-          layer_norm_epsilon=1e-6, dtype=self.dtype, kernel_init=init,
-          residual_init=init, name=f'block{i}')
+          layer_norm_epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
+          kernel_init=init, residual_init=init,
+          implementation=self.attention_implementation, kernels=self.kernels,
+          name=f'block{i}')
       x = transformer.run_block(block, x, remat=self.remat, train=train)
-    x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='ln_f')(x)
+    x = layers.layer_norm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
+                          name='ln_f')(x)
 
     x = x[:, 0] if self.pool == 'cls' else x.mean(axis=1)
-    x = dense.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
-                    dtype=self.dtype, name='head')(x)
+    x = ops.Dense(self.num_classes, kernel_init=layers.axes(nn.initializers.zeros, 'embed', 'classes'),
+                  bias_init=layers.axes(nn.initializers.zeros, 'classes'), dtype=self.dtype,
+                  param_dtype=self.param_dtype, name='head')(x)
     # Losses and softmax are unstable in half precision; hand tasks float32.
     return x.astype(jnp.float32).reshape(lead + (self.num_classes,))

@@ -10,55 +10,51 @@ tokenizer) are derived from the mean loss.
 
 import math
 
-import jax
-import jax.numpy as jnp
-import optax
 
-PAD_ID = 0
+from deepl import data as data_lib
+from deepl.tasks import common
+from deepl.tasks.base import Task
 
 
-class CausalLMTask:
+class CausalLMTask(Task):
 
-  def __init__(self, model, *, tokens_are_chars: bool = False, **unused):
-    del unused  # options other tasks take
-    self.model = model
+  def __init__(self, model, *, tokens_are_chars: bool = False):
+    super().__init__(model)
     self.bits_name = 'bits_per_char' if tokens_are_chars else 'bits_per_token'
 
-  def init(self, rng, batch) -> dict:
-    params_rng, dropout_rng = jax.random.split(rng)
-    return self.model.init({'params': params_rng, 'dropout': dropout_rng},
-                           batch['tokens'][:, :-1], train=False)
+  @classmethod
+  def from_config(cls, model, config, tokenizer):
+    return cls(model, tokens_are_chars=tokenizer is not None and config.data.tokenizer == 'char')
 
-  def _per_token(self, logits, batch, mask=None):
+  @classmethod
+  def make_sources(cls, config, dataset, tokenizer) -> dict:
+    cls.require_text(config, dataset)
+    return data_lib.text_splits(dataset, tokenizer, kind='lm', context=config.data.context)
+
+  @classmethod
+  def batch_spec(cls, config, *, image_shape, num_classes, vocab_size) -> dict:
+    return {'tokens': ((config.data.context + 1,), 'token', 1, vocab_size)}
+
+  def model_inputs(self, batch) -> tuple:
+    return (batch['tokens'][:, :-1],)
+
+  def _sums(self, logits, batch) -> dict:
     targets = batch['tokens'][:, 1:]
-    per_token = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), targets)
-    weight = (targets != PAD_ID).astype(jnp.float32)
-    if mask is not None:
-      weight = weight * mask.astype(jnp.float32)[:, None]
-    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
-    sums = {'loss': jnp.sum(per_token * weight), 'accuracy': jnp.sum(correct * weight),
-            'count': jnp.sum(weight)}
-    return sums
+    weight = (targets != common.PAD_ID) * common.example_weight(batch, targets.shape[0])[:, None]
+    return common.cross_entropy_sums(logits, targets, weight)
 
-  def loss(self, params, model_state, batch, rng):
-    logits, new_model_state = self.model.apply(
-        {'params': params, **model_state}, batch['tokens'][:, :-1], train=True,
-        mutable=list(model_state), rngs={'dropout': rng})
-    sums = self._per_token(logits, batch)
-    return sums['loss'] / jnp.maximum(sums['count'], 1.0), (sums, new_model_state)
+  def train_sums(self, params, model_state, batch, rng):
+    logits, new_model_state = common.apply_train(self.model, params, model_state,
+                                                 *self.model_inputs(batch), dropout_rng=rng)
+    return self._sums(logits, batch), new_model_state
 
   def eval_sums(self, params, model_state, batch) -> dict:
-    logits = self.model.apply({'params': params, **model_state}, batch['tokens'][:, :-1],
-                              train=False)
-    return self._per_token(logits, batch, batch.get('mask'))
-
-  @staticmethod
-  def tokens_per_example(example) -> int:
-    return example['tokens'].shape[1] - 1  # predicted positions per window
+    return self._sums(common.apply_eval(self.model, params, model_state,
+                                        *self.model_inputs(batch)), batch)
 
   def summarize(self, means: dict) -> dict:
-    out = dict(means)
-    out['perplexity'] = math.exp(min(means['loss'], 50.0))
-    out[self.bits_name] = means['loss'] / math.log(2)
-    return out
+    return {**means, 'perplexity': math.exp(min(means['loss'], 50.0)),
+            self.bits_name: means['loss'] / math.log(2)}
+
+  def tokens_per_example(self, example) -> int:
+    return example['tokens'].shape[1] - 1  # predicted positions per window

@@ -1,34 +1,54 @@
 """Classification of images or texts: softmax cross-entropy and accuracy.
 
 Batch spec, images: {'image': uint8 (b, H, W, C), 'label': int (b,)} and the
-model is called as model(images, train=...). Texts: {'tokens': int (b, T),
+model is called as model(images, train=...), images scaled to [0, 1] and, in
+training, augmented as data.augment says. Texts: {'tokens': int (b, T),
 'length': int (b,), 'label': int (b,)} and model(tokens, lengths, train=...).
-Eval batches padded to a fixed size add a 'mask' (b,). Metrics come back as
-sums with a 'count' so they add up exactly across steps, devices, processes.
+Eval batches padded to a fixed size add a 'mask' (b,).
 """
 
 import jax
 import jax.numpy as jnp
-import optax
+import numpy as np
 
+from deepl import data as data_lib
 from deepl.data import augment as augment_lib
+from deepl.tasks import common
+from deepl.tasks.base import Task
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
 
-  def __init__(self, model, *, augment: str = 'none', **unused):
-    del unused  # options other tasks take
-    self.model = model
+  def __init__(self, model, *, augment: str = 'none'):
+    super().__init__(model)
     self.augment = augment
 
-  def init(self, rng, batch) -> dict:
-    """The model's variables: {'params': ..., and e.g. 'batch_stats': ...}."""
-    params_rng, dropout_rng = jax.random.split(rng)
-    return self.model.init({'params': params_rng, 'dropout': dropout_rng},
-                           *self.model_inputs(batch), train=False)
+  @classmethod
+  def from_config(cls, model, config, tokenizer):
+    del tokenizer
+    return cls(model, augment=config.data.augment)
+
+  @classmethod
+  def make_sources(cls, config, dataset, tokenizer) -> dict:
+    if not dataset.is_text:
+      return dataset.splits
+    return data_lib.text_splits(dataset, tokenizer, kind='classification',
+                                max_length=config.data.max_length)
+
+  @classmethod
+  def model_defaults(cls, config, *, num_classes, tokenizer) -> dict:
+    defaults = super().model_defaults(config, num_classes=num_classes, tokenizer=tokenizer)
+    return {**defaults, 'num_classes': num_classes} if num_classes else defaults
+
+  @classmethod
+  def batch_spec(cls, config, *, image_shape, num_classes, vocab_size) -> dict:
+    label = ((), np.int32, 0, num_classes or 2)
+    if image_shape is not None:
+      return {'image': (tuple(image_shape), np.uint8, 0, 256), 'label': label}
+    return text_batch_spec(config, vocab_size) | {'label': label}
 
   def model_inputs(self, batch, augment_rng=None) -> tuple:
-    """The positional arguments of the model's call: (images in [0, 1],) or (tokens, lengths)."""
+    """(images in [0, 1],) or (tokens, lengths); images augmented where a key is given."""
     if 'tokens' in batch:
       return batch['tokens'], batch['length']
     images = batch['image'].astype(jnp.float32) / 255.0
@@ -36,36 +56,24 @@ class ClassificationTask:
       images = augment_lib.augment_batch(augment_rng, images, self.augment)
     return (images,)
 
-  def loss(self, params, model_state, batch, rng):
-    """Mean loss over the batch, and (metric sums, updated model state)."""
+  def train_sums(self, params, model_state, batch, rng):
     augment_rng, dropout_rng = jax.random.split(rng)
-    logits, new_model_state = self.model.apply(
-        {'params': params, **model_state}, *self.model_inputs(batch, augment_rng), train=True,
-        mutable=list(model_state), rngs={'dropout': dropout_rng})
-    per_example = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), batch['label'])
-    return per_example.mean(), (self._sums(logits, batch, per_example), new_model_state)
+    logits, new_model_state = common.apply_train(
+        self.model, params, model_state, *self.model_inputs(batch, augment_rng),
+        dropout_rng=dropout_rng)
+    weight = jnp.ones(batch['label'].shape, jnp.float32)
+    return common.cross_entropy_sums(logits, batch['label'], weight), new_model_state
 
   def eval_sums(self, params, model_state, batch) -> dict:
-    logits = self.model.apply({'params': params, **model_state}, *self.model_inputs(batch),
-                              train=False)
-    per_example = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), batch['label'])
-    return self._sums(logits, batch, per_example, batch.get('mask'))
+    logits = common.apply_eval(self.model, params, model_state, *self.model_inputs(batch))
+    weight = common.example_weight(batch, batch['label'].shape[0])
+    return common.cross_entropy_sums(logits, batch['label'], weight)
 
-  @staticmethod
-  def _sums(logits, batch, per_example, mask=None):
-    weight = jnp.ones_like(per_example) if mask is None else mask.astype(jnp.float32)
-    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
-    return {'loss': jnp.sum(per_example * weight),
-            'accuracy': jnp.sum(correct * weight),
-            'count': jnp.sum(weight)}
-
-  @staticmethod
-  def summarize(means: dict) -> dict:
-    return means
-
-  @staticmethod
-  def tokens_per_example(example) -> int | None:
-    """For tokens/s: the (padded) tokens one example costs; None for images."""
+  def tokens_per_example(self, example) -> int | None:
     return example['tokens'].shape[1] if 'tokens' in example else None
+
+
+def text_batch_spec(config, vocab_size: int) -> dict:
+  """Texts of data.max_length tokens, every position real (the longest bucket)."""
+  n = config.data.max_length
+  return {'tokens': ((n,), 'token', 1, vocab_size), 'length': ((), np.int32, n, n + 1)}

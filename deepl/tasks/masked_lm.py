@@ -7,10 +7,10 @@ model(inputs, lengths, train=..., masked=masked, positions=positions) ->
 logits (b, K, vocab) at the K positions given, and must have a `vocab_size`
 field (models.bert.BertMLM).
 
-Each step chooses about 15% (`mask_rate`) of every sequence's real tokens (at least one) and
-corrupts them as BERT does: 80% become [MASK] (the `masked` input; the model
-has a learned [MASK] vector, so no [MASK] token id is needed), 10% a random
-token id, 10% stay as they are. The loss is the cross-entropy of the original
+Each step chooses about 15% (`task_options.mask_rate`) of every sequence's
+real tokens (at least one) and corrupts them as BERT does: 80% become [MASK]
+(the `masked` input; the model has a learned [MASK] vector, so no [MASK] token
+id is needed), 10% a random token id, 10% stay as they are. The loss is the cross-entropy of the original
 tokens at the chosen positions only, in nats per chosen token. The model
 computes logits only at K = floor(mask_rate * L) + 2 gathered positions per
 sequence, enough for every chosen one (`gather_chosen`): the vocab-sized
@@ -27,11 +27,14 @@ import math
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from deepl import data as data_lib
 from deepl.errors import UserError
+from deepl.tasks import common
+from deepl.tasks.base import Task
+from deepl.tasks.classification import text_batch_spec
 
-PAD_ID = 0
+PAD_ID = common.PAD_ID
 MASK_RATE = 0.15
 # A chosen position draws u ~ U[0, 1): u < 0.8 is [MASK]ed, 0.8 <= u < 0.9
 # gets a random token, the rest keeps its token (BERT's 80/10/10).
@@ -104,65 +107,59 @@ def gather_chosen(chosen, rate: float = MASK_RATE):
   return positions, jnp.take_along_axis(chosen, positions, axis=-1)
 
 
-class MaskedLMTask:
+class MaskedLMTask(Task):
 
-  def __init__(self, model, *, mask_rate: float = MASK_RATE, **unused):
-    del unused  # options other tasks take
-    if not 0.0 < mask_rate <= 1.0:
-      raise UserError(f'train.mask_rate={mask_rate!r}: use a share of the tokens in (0, 1]; '
-                      'BERT uses 0.15')
-    self.model = model
+  OPTIONS = {'mask_rate': MASK_RATE}
+
+  def __init__(self, model, *, mask_rate: float = MASK_RATE):
+    super().__init__(model)
     self.mask_rate = mask_rate
 
-  def init(self, rng, batch) -> dict:
-    params_rng, dropout_rng = jax.random.split(rng)
-    return self.model.init({'params': params_rng, 'dropout': dropout_rng},
-                           batch['tokens'], batch['length'], train=False)
+  @classmethod
+  def check(cls, config) -> None:
+    rate = config.task_options.mask_rate
+    if not 0.0 < rate <= 1.0:
+      raise UserError(f'task_options.mask_rate={rate!r}: use a share of the tokens in (0, 1]; '
+                      'BERT uses 0.15')
 
-  def _apply(self, variables, batch, rng, **kwargs):
-    """(model output, targets (b, K), weight (b, K)), masks drawn from rng."""
+  @classmethod
+  def make_sources(cls, config, dataset, tokenizer) -> dict:
+    cls.require_text(config, dataset)
+    return data_lib.text_splits(dataset, tokenizer, kind='classification',
+                                max_length=config.data.max_length)
+
+  @classmethod
+  def batch_spec(cls, config, *, image_shape, num_classes, vocab_size) -> dict:
+    return text_batch_spec(config, vocab_size)
+
+  def model_inputs(self, batch) -> tuple:
+    return batch['tokens'], batch['length']
+
+  def _choose(self, batch, rng):
+    """(model inputs, model keyword arguments, targets (b, K), weight (b, K)), masks drawn from rng."""
     inputs, masked, chosen = choose_and_corrupt(
         rng, batch['tokens'], batch['length'], self.model.vocab_size, self.mask_rate)
     positions, weight = gather_chosen(chosen, self.mask_rate)
-    out = self.model.apply(variables, inputs, batch['length'], masked=masked,
-                           positions=positions, **kwargs)
     targets = jnp.take_along_axis(batch['tokens'], positions, axis=-1)
-    return out, targets, weight
+    weight = weight * common.example_weight(batch, weight.shape[0])[:, None]
+    return (inputs, batch['length']), dict(masked=masked, positions=positions), targets, weight
 
-  @staticmethod
-  def _sums(logits, targets, weight, mask=None) -> dict:
-    per_token = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), targets)
-    weight = weight.astype(jnp.float32)
-    if mask is not None:
-      weight = weight * mask.astype(jnp.float32)[:, None]
-    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
-    return {'loss': jnp.sum(per_token * weight),
-            'accuracy': jnp.sum(correct * weight),
-            'count': jnp.sum(weight)}
-
-  def loss(self, params, model_state, batch, rng):
-    """Mean loss per chosen token, and (metric sums, updated model state)."""
+  def train_sums(self, params, model_state, batch, rng):
+    """Loss per chosen token; the choice is drawn from the step's rng."""
     mask_rng, dropout_rng = jax.random.split(rng)
-    (logits, new_model_state), targets, weight = self._apply(
-        {'params': params, **model_state}, batch, mask_rng, train=True,
-        mutable=list(model_state), rngs={'dropout': dropout_rng})
-    sums = self._sums(logits, targets, weight)
-    return (sums['loss'] / jnp.maximum(sums['count'], 1.0),
-            (sums, new_model_state))
+    inputs, kwargs, targets, weight = self._choose(batch, mask_rng)
+    logits, new_model_state = common.apply_train(self.model, params, model_state, *inputs,
+                                                 dropout_rng=dropout_rng, **kwargs)
+    return common.cross_entropy_sums(logits, targets, weight), new_model_state
 
   def eval_sums(self, params, model_state, batch) -> dict:
-    logits, targets, weight = self._apply(
-        {'params': params, **model_state}, batch, jax.random.PRNGKey(0),
-        train=False)
-    return self._sums(logits, targets, weight, batch.get('mask'))
+    # A fixed key: every eval masks the same positions, so evals compare.
+    inputs, kwargs, targets, weight = self._choose(batch, jax.random.PRNGKey(0))
+    logits = common.apply_eval(self.model, params, model_state, *inputs, **kwargs)
+    return common.cross_entropy_sums(logits, targets, weight)
 
-  @staticmethod
-  def summarize(means: dict) -> dict:
-    out = dict(means)
-    out['perplexity'] = math.exp(min(means['loss'], 50.0))
-    return out
+  def summarize(self, means: dict) -> dict:
+    return {**means, 'perplexity': math.exp(min(means['loss'], 50.0))}
 
-  @staticmethod
-  def tokens_per_example(example) -> int:
+  def tokens_per_example(self, example) -> int:
     return example['tokens'].shape[1]

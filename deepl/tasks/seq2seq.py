@@ -4,11 +4,12 @@ Batch spec (deepl.data.seq2seq_text): {'inputs': int (b, S), 'input_length':
 int (b,), 'targets': int (b, T + 1) = [BOS] target [EOS] 0 ...}; eval batches
 padded to a fixed size add a 'mask' (b,). The model is called as
 model(inputs, input_length, targets[:, :-1], train=...) -> logits (b, T, V)
-and decoded with deepl.decoding (see deepl.models.seq2seq.EncoderDecoder).
+and decoded with deepl.inference.decoding (see deepl.models.seq2seq.EncoderDecoder).
+Sources are cut to data.max_source tokens, targets to data.max_target.
 
 Training: cross-entropy on every target position up to and including EOS;
 pads carry no loss. Evaluation adds what only generation shows: the whole
-batch is decoded (greedy, or beam search with beam_size > 1) inside the
+batch is decoded (greedy, or beam search with task_options.beam_size > 1) inside the
 jitted eval step, and each hypothesis, cut at its first EOS, is compared with
 its reference:
 
@@ -28,13 +29,15 @@ corpus BLEU of the whole split, whatever the batching or device count.
 
 import math
 
-import jax
 import jax.numpy as jnp
-import optax
+import numpy as np
 
-from deepl import decoding
+from deepl.data import seq2seq_text
+from deepl.errors import UserError
+from deepl.inference import decoding
+from deepl.tasks import common
+from deepl.tasks.base import Task
 
-PAD_ID = 0
 MAX_ORDER = 4
 
 
@@ -129,7 +132,7 @@ def generation_sums(hyp, ref, *, eos: int, weight=None) -> dict:
   return sums
 
 
-class Seq2SeqTask:
+class Seq2SeqTask(Task):
   """Encoder-decoder training and decoded evaluation; see the module doc.
 
   Args:
@@ -137,46 +140,67 @@ class Seq2SeqTask:
     bos, eos: the ids the data puts around each target
       (`seq2seq_text.special_ids`).
     beam_size: 1 decodes greedily in eval, more runs beam search.
-    length_penalty: beam search's alpha (see deepl.decoding).
+    length_penalty: beam search's alpha (see deepl.inference.decoding).
   """
 
+  OPTIONS = {'beam_size': 1, 'length_penalty': 0.6}
+  LOSS_PER = 'tokens'
+
   def __init__(self, model, *, bos: int, eos: int, beam_size: int = 1,
-               length_penalty: float = 0.6, **unused):
-    del unused  # options other tasks take
-    if beam_size < 1:
-      raise ValueError(f'beam_size {beam_size} must be >= 1')
-    self.model = model
+               length_penalty: float = 0.6):
+    super().__init__(model)
     self.bos, self.eos = int(bos), int(eos)
     self.beam_size = int(beam_size)
     self.length_penalty = float(length_penalty)
 
-  def init(self, rng, batch) -> dict:
-    params_rng, dropout_rng = jax.random.split(rng)
-    return self.model.init({'params': params_rng, 'dropout': dropout_rng},
-                           batch['inputs'], batch['input_length'],
-                           batch['targets'][:, :-1], train=False)
+  @classmethod
+  def check(cls, config) -> None:
+    if config.task_options.beam_size < 1:
+      raise UserError(f'task_options.beam_size={config.task_options.beam_size}: use 1 '
+                      '(greedy decoding) or more beams')
 
-  def _token_sums(self, logits, batch, weight) -> dict:
+  @classmethod
+  def from_config(cls, model, config, tokenizer):
+    bos, eos = seq2seq_text.special_ids(tokenizer)
+    return cls(model, bos=bos, eos=eos, **cls.options(config))
+
+  @classmethod
+  def make_sources(cls, config, dataset, tokenizer) -> dict:
+    cls.require_text(config, dataset)
+    return seq2seq_text.seq2seq_splits(dataset, tokenizer, max_source=config.data.max_source,
+                                       max_target=config.data.max_target)
+
+  @classmethod
+  def model_defaults(cls, config, *, num_classes, tokenizer) -> dict:
+    # BOS and EOS come on top of the tokenizer's ids; the encoder reads
+    # max_source tokens, the decoder BOS + max_target.
+    return {'vocab_size': seq2seq_text.model_vocab_size(tokenizer),
+            'max_len': max(config.data.max_source, config.data.max_target + 1)}
+
+  @classmethod
+  def batch_spec(cls, config, *, image_shape, num_classes, vocab_size) -> dict:
+    source = config.data.max_source
+    return {'inputs': ((source,), 'token', 1, vocab_size),
+            'input_length': ((), np.int32, source, source + 1),
+            'targets': ((config.data.max_target + 2,), 'token', 1, vocab_size)}
+
+  def model_inputs(self, batch) -> tuple:
+    return batch['inputs'], batch['input_length'], batch['targets'][:, :-1]
+
+  @staticmethod
+  def _sums(logits, batch, weight) -> dict:
+    """Cross-entropy over target tokens (pads carry none): 'tokens' of them, 'count' examples."""
     labels = batch['targets'][:, 1:]
-    per_token = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), labels)
-    token_weight = (labels != PAD_ID) * weight[:, None]
-    correct = jnp.argmax(logits, -1) == labels
-    return {'loss': jnp.sum(per_token * token_weight),
-            'accuracy': jnp.sum(correct * token_weight),
-            'tokens': jnp.sum(token_weight),
-            'count': jnp.sum(weight)}
+    sums = common.cross_entropy_sums(logits, labels, (labels != common.PAD_ID) * weight[:, None])
+    sums['tokens'] = sums.pop('count')
+    sums['count'] = jnp.sum(weight)
+    return sums
 
-  def loss(self, params, model_state, batch, rng):
-    """Mean cross-entropy per target token, and (sums, model state)."""
-    logits, new_model_state = self.model.apply(
-        {'params': params, **model_state}, batch['inputs'],
-        batch['input_length'], batch['targets'][:, :-1], train=True,
-        mutable=list(model_state), rngs={'dropout': rng})
+  def train_sums(self, params, model_state, batch, rng):
+    logits, new_model_state = common.apply_train(self.model, params, model_state,
+                                                 *self.model_inputs(batch), dropout_rng=rng)
     weight = jnp.ones(batch['inputs'].shape[:1], jnp.float32)
-    sums = self._token_sums(logits, batch, weight)
-    return sums['loss'] / jnp.maximum(sums['tokens'], 1.0), (
-        sums, new_model_state)
+    return self._sums(logits, batch, weight), new_model_state
 
   def decode(self, params, inputs, input_length, max_len: int):
     """Generated ids (b, max_len) without BOS, zeros after EOS."""
@@ -188,26 +212,19 @@ class Seq2SeqTask:
                                 length_penalty=self.length_penalty, **kwargs)
 
   def eval_sums(self, params, model_state, batch) -> dict:
-    mask = batch.get('mask')
-    weight = (jnp.ones(batch['inputs'].shape[:1], jnp.float32)
-              if mask is None else mask.astype(jnp.float32))
-    logits = self.model.apply({'params': params, **model_state},
-                              batch['inputs'], batch['input_length'],
-                              batch['targets'][:, :-1], train=False)
-    sums = self._token_sums(logits, batch, weight)
+    weight = common.example_weight(batch, batch['inputs'].shape[0])
+    logits = common.apply_eval(self.model, params, model_state, *self.model_inputs(batch))
+    sums = self._sums(logits, batch, weight)
     labels = batch['targets'][:, 1:]
-    hyp = self.decode(params, batch['inputs'], batch['input_length'],
-                      labels.shape[1])
+    hyp = self.decode(params, batch['inputs'], batch['input_length'], labels.shape[1])
     sums.update(generation_sums(hyp, labels, eos=self.eos, weight=weight))
     return sums
 
-  @staticmethod
-  def tokens_per_example(example) -> int:
+  def tokens_per_example(self, example) -> int:
     """Padded source tokens + decoder positions."""
     return example['inputs'].shape[1] + example['targets'].shape[1] - 1
 
-  @staticmethod
-  def summarize(means: dict) -> dict:
+  def summarize(self, means: dict) -> dict:
     """Per-example means -> per-token loss/accuracy, exact match, BLEU."""
     tokens = max(means['tokens'], 1e-9)
     out = {'loss': means['loss'] / tokens,

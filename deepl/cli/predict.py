@@ -7,11 +7,11 @@
 
 The run's newest checkpoint (or `step`), tokenizer and config.json are used,
 and each input is made into a batch row as its data pipeline makes one: a
-seq2seq source padded to data.max_length, a classifier's text cut to
+seq2seq source padded to data.max_source, a classifier's text cut to
 data.max_length tokens, an image file (any format Pillow reads) converted to
 the data set's channels and resized to its height and width, as uint8 pixels
 the task scales. Seq2seq models decode as the run's eval does (greedy, or beam
-search with eval.beam_size; --beam_size overrides it); classifiers print the
+search with task_options.beam_size; --beam_size overrides it); classifiers print the
 most likely label and its probability, tab-separated. --input=- reads one input
 (text, or an image's path) per line from stdin and prints one line per input,
 in order. Language models: deepl sample.
@@ -19,29 +19,46 @@ in order. Language models: deepl sample.
 
 import functools
 import os
+import sys
 
 import jax
 import numpy as np
 
-from deepl import config as config_lib
-from deepl import trained_run
 from deepl.data import datasets
 from deepl.data import seq2seq_text
 from deepl.data import text as text_lib
 from deepl.errors import UserError
+from deepl.inference import trained_run
 
+READS_A_RUN = '<a seq2seq or classifier run>, e.g. --workdir=runs/dates_seq2seq'
 # Inputs per compiled call: one program serves any number of lines.
 CHUNK = 64
 
 
-def predict(workdir: str, inputs: list[str], *, beam_size: int | None = None,
+def run(config, workdir: str, flags) -> None:
+  print('\n'.join(predict(config, workdir, _read_inputs(flags.input), beam_size=flags.beam_size,
+                          step=flags.step)))
+
+
+def _read_inputs(value: str | None) -> list[str]:
+  if value is None:
+    raise UserError('deepl predict needs --input=TEXT, or --input=- and one input per line '
+                    'on stdin')
+  if value != '-':
+    return [value]
+  return [line.rstrip('\r\n') for line in sys.stdin]
+
+
+def predict(config, workdir: str, inputs: list[str], *, beam_size: int | None = None,
             step: int | None = None) -> list[str]:
-  """One output line per input text, from checkpoint `step` (default the newest)."""
+  """One output line per input text, from checkpoint `step` (default the newest).
+
+  `config` is the run's config.json.
+  """
   if not inputs:
     raise UserError('no input: give --input=TEXT, or --input=- and one input per line on stdin')
   if beam_size is not None and beam_size < 1:
     raise UserError(f'--beam_size={beam_size}: use 1 (greedy) or more beams')
-  config = config_lib.load_run_config(workdir)
   if config.task not in trained_run.PREDICTS:
     hint = ('deepl sample continues text from it' if config.task == 'causal_lm' else
             'fine-tune it with --config.init_from, then predict with that run')
@@ -50,19 +67,19 @@ def predict(workdir: str, inputs: list[str], *, beam_size: int | None = None,
   if beam_size is not None:
     if config.task != 'seq2seq':
       raise UserError(f'--beam_size is for seq2seq runs; {workdir} holds a classifier')
-    config.eval.beam_size = beam_size
-  run = trained_run.load(workdir, config, step)
-  if run.image_shape:
-    rows = {'image': _read_images(inputs, run.image_shape)}
+    config.task_options.beam_size = beam_size
+  trained = trained_run.load(workdir, config, step)
+  if trained.image_shape:
+    rows = {'image': _read_images(inputs, trained.image_shape)}
   elif config.task == 'seq2seq':
-    rows = _seq2seq_rows(run, _encode(run.tokenizer, inputs))
+    rows = _seq2seq_rows(trained, _encode(trained.tokenizer, inputs))
   else:
-    rows = _classifier_rows(run, _encode(run.tokenizer, inputs))
+    rows = _classifier_rows(trained, _encode(trained.tokenizer, inputs))
   fn = _decode if config.task == 'seq2seq' else _classify
   out = []
   for start in range(0, len(inputs), CHUNK):
     batch = {k: _pad_rows(v[start:start + CHUNK]) for k, v in rows.items()}
-    out.extend(fn(run, batch)[:len(inputs) - start])
+    out.extend(fn(trained, batch)[:len(inputs) - start])
   return out
 
 
@@ -85,16 +102,16 @@ def _pad_rows(rows: np.ndarray) -> np.ndarray:
   return np.concatenate([rows, np.repeat(rows[-1:], CHUNK - len(rows), axis=0)])
 
 
-def _seq2seq_rows(run, ids) -> dict:
-  limit = run.config.data.max_length
+def _seq2seq_rows(trained, ids) -> dict:
+  limit = trained.config.data.max_source
   for index, seq in enumerate(ids):
     if len(seq) > limit:
       # The training data never held a longer source: its positions were never learned.
       raise UserError(f'{_where(index, len(ids))} has {len(seq)} tokens; this run was trained '
-                      f'on sources of at most {limit} (data.max_length)')
+                      f'on sources of at most {limit} (data.max_source)')
   source = seq2seq_text.Seq2SeqSource(ids, [[]] * len(ids), max_source=limit,
-                                      max_target=run.config.data.max_target,
-                                      bos=run.task.bos, eos=run.task.eos)
+                                      max_target=trained.config.data.max_target,
+                                      bos=trained.task.bos, eos=trained.task.eos)
   return {'inputs': source.inputs, 'input_length': source.input_length}
 
 
@@ -116,8 +133,9 @@ def _read_images(paths, shape) -> np.ndarray:
   return out
 
 
-def _classifier_rows(run, ids) -> dict:
-  source = text_lib.ClassificationTextSource(ids, np.zeros(len(ids)), run.config.data.max_length)
+def _classifier_rows(trained, ids) -> dict:
+  source = text_lib.ClassificationTextSource(ids, np.zeros(len(ids)),
+                                             trained.config.data.max_length)
   return {'tokens': source.tokens, 'length': source.lengths}
 
 
@@ -126,11 +144,11 @@ def _decoded_ids(task, params, batch, max_len):
   return task.decode(params, batch['inputs'], batch['input_length'], max_len)
 
 
-def _decode(run, batch) -> list[str]:
+def _decode(trained, batch) -> list[str]:
   # The decoder emits the target and its EOS: max_target + 1 tokens, as in eval.
-  ids = np.asarray(_decoded_ids(run.task, run.variables['params'], batch,
-                                run.config.data.max_target + 1))
-  return [seq2seq_text.decode_target(run.tokenizer, row) for row in ids]
+  ids = np.asarray(_decoded_ids(trained.task, trained.variables['params'], batch,
+                                trained.config.data.max_target + 1))
+  return [seq2seq_text.decode_target(trained.tokenizer, row) for row in ids]
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -139,8 +157,8 @@ def _probabilities(task, variables, batch):
   return jax.nn.softmax(logits.astype(np.float32), axis=-1)
 
 
-def _classify(run, batch) -> list[str]:
-  probs = np.asarray(_probabilities(run.task, run.variables, batch))
-  names = datasets.LABEL_NAMES.get(run.config.data.name)
+def _classify(trained, batch) -> list[str]:
+  probs = np.asarray(_probabilities(trained.task, trained.variables, batch))
+  names = datasets.LABEL_NAMES.get(trained.config.data.name)
   best = probs.argmax(-1)
   return [f'{names[c] if names else c}\t{p[c]:.4f}' for c, p in zip(best, probs)]

@@ -1,29 +1,34 @@
 """Batch norm over the last axis, with reductions XLA:CPU runs fast.
 
-A drop-in for `flax.linen.BatchNorm(axis=-1)` as the ResNets use it: the
-same variables ('params': scale, bias; 'batch_stats': mean, var), the same
-math (biased batch variance E[x^2] - E[x]^2 clipped at 0, float32 statistics,
-running averages with `momentum`), equal values and gradients to float
-rounding (tested against flax).
+`BatchNorm` is `flax.linen.BatchNorm` for features on the last axis: the
+same fields and defaults, variables ('params': scale, bias; 'batch_stats':
+mean, var), math (biased batch variance E[x^2] - E[x]^2 clipped at 0,
+float32 statistics, running averages with `momentum`, no update at init),
+and values and gradients to float rounding (tested against flax).
 
 Why: a batch norm's four per-channel sums (of x and x^2 going forward, of dy
 and dy * x_hat going back) reduce a long array to its few minor-most
-elements, which XLA:CPU runs slowly unless asked as `channel_sum` asks
-(deepl/models/channels.py). Autodiff's own backward pass reduces in the slow
-form, so the training-time normalisation carries a hand-written VJP. In
-CIFAR ResNet-20's train step on a 2-core CPU that cut each batch norm's
-forward and backward 2-3x.
+elements, which XLA:CPU runs slowly unless asked as `buffers.channel_sum`
+asks. Autodiff's own backward pass reduces in the slow form, so the
+training-time normalisation carries a hand-written VJP. In CIFAR ResNet-20's
+train step on a 2-core CPU that cut each batch norm's forward and backward
+2-3x.
+
+The custom VJP rules out forward-mode AD (`jax.jvp`), and its backward pass
+sums over `axis_name` itself, so take gradients inside the named map
+(pmap, a named vmap); flax's layer (kernels='xla') has neither limit.
+Unsupported fields (another axis, axis_index_groups, use_fast_variance=False,
+a mask) are a ValueError naming kernels='xla'.
 """
 
 import functools
-from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deepl.models.channels import channel_sum
-from deepl.models.fusion import materialize
+from deepl.kernels.cpu.buffers import channel_sum
+from deepl.kernels.cpu.buffers import materialize
 
 
 def _stats(x, axis_name):
@@ -56,7 +61,7 @@ def _normalize_bwd(epsilon, axis_name, residuals, cotangents):
   del epsilon
   x, mean, rstd, scale = residuals
   dy, dmean, dvar = cotangents
-  dy = materialize(dy)  # read by both sums and by dx: one buffer (see channels.add_bias)
+  dy = materialize(dy)  # read by both sums and by dx: one buffer
   n = x.size // x.shape[-1]
   xhat = (x - mean) * rstd
   dbias = channel_sum(dy)
@@ -73,36 +78,28 @@ def _normalize_bwd(epsilon, axis_name, residuals, cotangents):
 normalize_batch.defvjp(_normalize_fwd, _normalize_bwd)
 
 
-class BatchNorm(nn.Module):
-  """Batch norm over the last axis; see the module docstring.
-
-  Attributes:
-    use_running_average: normalise with the running averages (evaluation)
-      rather than the batch's statistics (training, which updates them).
-    momentum: decay of the running averages.
-    epsilon: added to the variance.
-    dtype: dtype of the output (statistics are float32 whatever it is).
-    axis_name: pmap / named-vmap axis to average batch statistics over.
-    scale_init, bias_init: initialisers of the per-channel affine parameters.
-  """
-  use_running_average: bool = False
-  momentum: float = 0.99
-  epsilon: float = 1e-5
-  dtype: Any = None
-  axis_name: str | None = None
-  scale_init: Callable[..., Any] = nn.initializers.ones
-  bias_init: Callable[..., Any] = nn.initializers.zeros
+class BatchNorm(nn.BatchNorm):
+  """flax.linen.BatchNorm over the last axis, normalising with `normalize_batch`."""
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+    if (self.axis not in (-1, x.ndim - 1) or self.axis_index_groups is not None
+        or not self.use_fast_variance or mask is not None):
+      raise ValueError("deepl's CPU BatchNorm normalises the last axis over the whole batch "
+                       "only: use kernels='xla' (flax's BatchNorm) for this one")
+    use_running_average = nn.merge_param('use_running_average', self.use_running_average,
+                                         use_running_average)
     c = x.shape[-1]
     ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (c,), jnp.float32)
     ra_var = self.variable('batch_stats', 'var', jnp.ones, (c,), jnp.float32)
-    scale = self.param('scale', self.scale_init, (c,), jnp.float32)
-    bias = self.param('bias', self.bias_init, (c,), jnp.float32)
-    dtype = self.dtype or x.dtype
-    x32 = x.astype(jnp.float32)
-    if self.use_running_average:
+    scale = (self.param('scale', self.scale_init, (c,), self.param_dtype) if self.use_scale
+             else jnp.ones((c,), jnp.float32))
+    bias = (self.param('bias', self.bias_init, (c,), self.param_dtype) if self.use_bias
+            else jnp.zeros((c,), jnp.float32))
+    # flax's output dtype: the given one, else x's and the parameters' promoted.
+    dtype = self.dtype or jnp.result_type(x, scale, bias)
+    x32, scale, bias = (a.astype(jnp.float32) for a in (x, scale, bias))
+    if use_running_average:
       mul = jax.lax.rsqrt(ra_var.value + self.epsilon) * scale
       return ((x32 - ra_mean.value) * mul + bias).astype(dtype)
     # At init the statistics are not stored and the axis need not exist (as flax).

@@ -1,10 +1,10 @@
-"""2-D convolution: flax.linen.Conv's variables and math, lowered faster on XLA:CPU.
+"""`Conv`: flax.linen.Conv, with the 2-D convolutions deepl's models use lowered faster on XLA:CPU.
 
-`Conv` is a drop-in for `nn.Conv` on [..., H, W, C] inputs as deepl's models
-use it: the same parameters ('kernel' [kh, kw, C_in, C_out], 'bias' [C_out])
-and initialisers, equal values and gradients (tested against flax). Four
-things differ on a CPU, each measured in the train steps of
-experiments/benchmarks.py on 2 cores:
+`Conv` is `nn.Conv` itself (every field, the same variables, init and
+values; tested against flax) whose `conv_general_dilated` is this module's.
+For a 2-D NHWC convolution without dilation or groups that is three
+rewrites, each measured in the train steps of experiments/benchmarks.py on 2
+cores, and XLA's own convolution otherwise:
 
 - Few input channels (kh * kw * C_in <= 27, stride 1: the first layer of an
   image model). XLA:CPU's convolution ran the MNIST CNN's 1-channel first
@@ -29,27 +29,23 @@ experiments/benchmarks.py on 2 cores:
   Each of x's four phases (even/odd rows and columns) gets only the taps
   that reach it: one stride-1 convolution of the output gradient into 4
   C_in channels and a depth-to-space reshape (3.7 ms).
-- The bias gradient is a `channels.channel_sum`, not XLA's slow form of
-  that reduction, and the gradient reaching the convolution is kept as one
-  buffer for it and the kernel's gradient (XLA had computed it twice).
 
-With the first and the last, the MNIST CNN's train step (benchmarks.py:cnn)
-went from ~20 to ~34 steps/s. The column pairs made ResNet-20's
-(benchmarks.py:resnet20) 1.03-1.05x as fast, the stride-2 input gradients
-1.044x more (both steps built in one process, windows alternated, ahead in
-8-9 of 10-12 rounds and in 10 of 12).
+Every convolution's input is also kept as a buffer (`buffers.materialize`),
+so XLA does not recompute the chain that made it inside the transpose that
+feeds the kernel's gradient.
 
-GPUs and TPUs get `lax.conv_general_dilated` as flax calls it.
+The rewrites carry custom VJPs: no forward-mode AD (`jax.jvp`) through them;
+use the stock layers (kernels='xla') for that.
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deepl.models.channels import add_bias
+from deepl.kernels.cpu.buffers import materialize
 
 _DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 # Kernel taps (kh * kw * C_in) up to which the CPU forward is shifted
@@ -199,7 +195,7 @@ _stride2_conv.defvjp(_stride2_conv_fwd, _stride2_conv_bwd)
 
 
 def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
-  """NHWC x HWIO convolution, with the CPU lowering described above.
+  """An NHWC x HWIO convolution through the rewrites above where they apply.
 
   padding: 'SAME', 'VALID', or ((top, bottom), (left, right)).
   """
@@ -208,8 +204,6 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
   padding = tuple(tuple(p) for p in padding)
   kh, kw, c_in, c_out = kernel.shape
   strides = tuple(strides)
-  if jax.default_backend() != 'cpu':
-    return _lax_conv(x, kernel, strides, padding)
   if strides == (1, 1) and kh * kw * c_in <= _MAX_SHIFT_TAPS:
     return _shift_conv(x, kernel, padding)
   if (strides == (1, 1) and (kh, kw) == (3, 3) and padding == _SAME_3X3
@@ -220,47 +214,22 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
   return _lax_conv(x, kernel, strides, padding)
 
 
-def _pair(v) -> tuple[int, int]:
-  return (v, v) if isinstance(v, int) else tuple(v)
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         precision=None, **kwargs):
+  """jax.lax.conv_general_dilated, through `conv2d` where it is a plain 2-D NHWC one."""
+  plain = lhs.ndim == 4 and feature_group_count == 1 and precision is None and not kwargs and (
+      jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DIMENSIONS)
+      == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers))
+  for dilation in (lhs_dilation, rhs_dilation):
+    plain = plain and (dilation is None or all(d == 1 for d in dilation))
+  if not plain:
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+        feature_group_count, precision=precision, **kwargs)
+  return conv2d(materialize(lhs), rhs, window_strides, padding)
 
 
-class Conv(nn.Module):
-  """A 2-D convolution over [..., H, W, C]; flax.linen.Conv's fields and variables.
-
-  Attributes:
-    features: output channels.
-    kernel_size: (kh, kw) or one int for both.
-    strides: (sh, sw) or one int.
-    padding: 'SAME', 'VALID', one int for every side, ((top, bottom), (left,
-      right)), or (pad_h, pad_w).
-    use_bias: add a learned per-channel bias.
-    dtype: computation dtype (None: the input's). Parameters stay float32.
-    kernel_init, bias_init: initialisers (flax's defaults).
-  """
-  features: int
-  kernel_size: int | Sequence[int]
-  strides: int | Sequence[int] = 1
-  padding: Any = 'SAME'
-  use_bias: bool = True
-  dtype: Any = None
-  kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
-  bias_init: Callable[..., Any] = nn.initializers.zeros
-
-  @nn.compact
-  def __call__(self, x):
-    kh, kw = _pair(self.kernel_size)
-    kernel = self.param('kernel', self.kernel_init, (kh, kw, x.shape[-1], self.features),
-                        jnp.float32)
-    dtype = self.dtype or x.dtype
-    batch_shape = x.shape[:-3]
-    x = x.reshape((-1,) + x.shape[-3:]).astype(dtype)
-    padding = self.padding
-    if isinstance(padding, int):
-      padding = ((padding, padding),) * 2
-    elif not isinstance(padding, str):
-      padding = tuple(_pair(p) for p in padding)
-    y = conv2d(x, kernel.astype(dtype), _pair(self.strides), padding)
-    if self.use_bias:
-      y = add_bias(y, self.param('bias', self.bias_init, (self.features,), jnp.float32)
-                   .astype(dtype))
-    return y.reshape(batch_shape + y.shape[1:])
+class Conv(nn.Conv):
+  """flax.linen.Conv (same fields, variables and values) with `conv_general_dilated` above."""
+  conv_general_dilated: Any = conv_general_dilated

@@ -10,12 +10,13 @@ classes comes from the data set's name.
 """
 
 import dataclasses
-import os
 from typing import Any
 
 from deepl import checkpoint
+from deepl import workdir as workdir_lib
 from deepl import config as config_lib
-from deepl import train
+from deepl import experiment
+from deepl import kernels
 from deepl.data import datasets
 from deepl.data import tokenizers
 
@@ -39,11 +40,13 @@ def load(workdir: str, config=None, step: int | None = None) -> TrainedRun:
   `config` is the run's config.json where the caller has read it already.
   """
   config = config or config_lib.load_run_config(workdir)
+  kernels.resolve_config(config, again=True)  # this process's platform picks
   # The builder's declared features: no data is read or prepared.
   features = datasets.get_builder(config.data.name, config.data.data_dir).info.features
   image_shape = tuple(features['image'].shape) if 'image' in features else None
   # Every other run saved its tokenizer: one without fails here, saying so.
-  tokenizer = None if image_shape else tokenizers.load(os.path.join(workdir, 'tokenizer'))
-  task, _ = train.make_task(config, datasets.NUM_CLASSES.get(config.data.name), tokenizer)
-  step, variables = checkpoint.restore_variables(os.path.join(workdir, 'checkpoints'), step)
+  tokenizer = None if image_shape else tokenizers.load(workdir_lib.path(workdir) / 'tokenizer')
+  task, _ = experiment.make_task(config, num_classes=datasets.NUM_CLASSES.get(config.data.name),
+                                 tokenizer=tokenizer)
+  step, variables = checkpoint.read_variables(workdir_lib.path(workdir) / 'checkpoints', step)
   return TrainedRun(config, tokenizer, image_shape, task, variables, step)

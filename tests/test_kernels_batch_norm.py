@@ -1,4 +1,4 @@
-"""deepl.models.batch_norm against flax.linen.BatchNorm: values, gradients, statistics."""
+"""deepl.kernels.cpu.batch_norm against flax.linen.BatchNorm: values, gradients, statistics."""
 
 import flax.linen as nn
 import jax
@@ -6,7 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepl.models import batch_norm
+from deepl.kernels.cpu import batch_norm
+
+# Kernel tests run on the CPU whatever the host's default device: the kernels are for it.
+pytestmark = pytest.mark.usefixtures('cpu_device')
 
 KW = dict(momentum=0.9, epsilon=1e-5)
 

@@ -1,4 +1,5 @@
-"""Greedy and beam-search decoding for encoder-decoder models.
+"""Generation, in one place: greedy and beam search for encoder-decoder models,
+sampling for causal language models.
 
   ids = greedy(model, params, inputs, input_length, bos=bos, eos=eos,
                max_len=T)                                 # (b, T) int32
@@ -25,7 +26,18 @@ the tokens through EOS, and the answer is the best-ranked beam once all beams
 have finished or max_len is reached. With one beam the only candidates are
 the current hypothesis' next tokens, all of one length, so beam search with
 beam_size=1 makes exactly greedy's choices.
+
+Sampling (`generate`) works with any causal LM that has the incremental-decoding
+methods
+  cache = model.apply(variables, batch_size, method='init_cache')
+  logits, cache = model.apply(variables, tokens (b, t), cache, method='decode')
+(recurrent models carry their states in the cache, transformers their keys and
+values). It feeds the prompt once, then one token per step; every random draw
+comes from fold_in(PRNGKey(seed), position), so the same seed gives the same
+text. `filter_logits` applies temperature, top-k and nucleus (top-p) cuts.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -146,3 +158,48 @@ def beam_search(model, params, inputs, input_length, *, bos: int, eos: int,
   if return_scores:
     return ids, scores[jnp.arange(batch), choice]
   return ids
+
+
+def filter_logits(logits, *, temperature: float, top_k: int = 0, top_p: float = 1.0):
+  """Logits (..., V) scaled by 1/temperature, outside top-k / nucleus set to -inf."""
+  logits = logits.astype(jnp.float32) / temperature
+  if top_k:
+    kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  if top_p < 1.0:
+    sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    # Keep a token if the mass of the tokens strictly ahead of it is < top_p:
+    # the smallest set reaching top_p, never empty.
+    ahead = jnp.cumsum(probs, axis=-1) - probs
+    cutoff = jnp.min(jnp.where(ahead < top_p, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+  return logits
+
+
+def generate(model, params, prompt_ids, length: int, *, temperature: float = 1.0,
+             top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> list[int]:
+  """`length` new token ids sampled after `prompt_ids` (a non-empty list of ints)."""
+  variables = {'params': params}
+  cache = model.apply(variables, 1, method='init_cache')
+  prompt = jnp.asarray(prompt_ids, jnp.int32)[None]
+  logits, cache = jax.jit(functools.partial(model.apply, method='decode'))(
+      variables, prompt, cache)
+  filt = functools.partial(filter_logits, temperature=temperature, top_k=top_k, top_p=top_p)
+
+  @jax.jit
+  def draw(logits, position):
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), position)
+    return jax.random.categorical(key, filt(logits[:, -1]))
+
+  @jax.jit
+  def step(cache, token):
+    return model.apply(variables, token[:, None], cache, method='decode')
+
+  out = []
+  for i in range(length):
+    token = draw(logits, i)
+    out.append(int(token[0]))
+    if i + 1 < length:
+      logits, cache = step(cache, token)
+  return out

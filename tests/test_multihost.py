@@ -1,0 +1,170 @@
+"""Several processes and meshes, as a TPU pod or a GPU cluster runs deepl, on this machine's CPU.
+
+Each test runs real `deepl train` processes around a real jax.distributed
+coordinator on 127.0.0.1 (gloo collectives), with forced host devices.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from tests import helpers
+from tests.test_train import rows
+
+STEPS = ('--config.train.log_every_steps=1', '--config.eval.every_steps=1000',
+         '--config.train.batch_size=32')
+
+
+def _free_port(low=20000, high=60000) -> int:
+  for port in np.random.default_rng().integers(low, high, 200):
+    with socket.socket() as s:
+      try:
+        s.bind(('127.0.0.1', int(port)))
+      except OSError:
+        continue
+      return int(port)
+  raise RuntimeError('no free port')
+
+
+def _processes(n, workdir, *args, devices=None, env=None, distributed=True):
+  """n `deepl train` processes sharing a coordinator; returns the Popen objects."""
+  port = _free_port()
+  procs = []
+  for i in range(n):
+    flags = ([f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={n}',
+              f'--process_id={i}'] if distributed else ['--distributed'])
+    extra = dict(env[i]) if env else {}
+    procs.append(subprocess.Popen(
+        [sys.executable, '-m', 'deepl.cli.main', 'train', f'--workdir={workdir}', *args, *flags],
+        cwd=helpers.ROOT, env=helpers.env_for(devices, **extra), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True))
+  return procs
+
+
+def _finish(procs, timeout=300):
+  try:
+    outs = [p.communicate(timeout=timeout) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+def _losses(workdir):
+  return np.array([r['loss'] for r in rows(workdir, 'train')])
+
+
+def test_fsdp_across_two_processes_matches_one_process(tfds_data_dir, tmp_path):
+  # 8 devices either way: one process with 8, or two with 4 each; the state
+  # split over all 8 (fsdp=8), so each process holds only its shards.
+  args = (f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=20', *STEPS,
+          '--config.mesh.data=1', '--config.mesh.fsdp=8', '--config.checkpoint.every_steps=20')
+  one = helpers.deepl(f'--workdir={tmp_path}/one', *args, devices=8)
+  assert one.returncode == 0, one.stderr
+  assert '8 cpu device(s), parallel=jit (mesh data=1, fsdp=8, tensor=1)' in one.stdout
+  results = _finish(_processes(2, tmp_path / 'two', *args, devices=4))
+  for code, _, err in results:
+    assert code == 0, err
+  assert len(_losses(tmp_path / 'one')) == 20
+  np.testing.assert_allclose(_losses(tmp_path / 'two'), _losses(tmp_path / 'one'), rtol=2e-5)
+
+
+def _wait_for_step(workdir, step, procs, timeout=120):
+  deadline = time.time() + timeout
+  path = workdir / 'metrics.jsonl'
+  while time.time() < deadline:
+    assert all(p.poll() is None for p in procs), 'a process ended early'
+    if path.exists() and any(json.loads(l)['step'] >= step for l in path.read_text().splitlines()
+                             if l.strip()):
+      return
+    time.sleep(0.2)
+  raise AssertionError(f'no step {step} within {timeout} s')
+
+
+def test_sigterm_to_one_process_saves_the_same_step_on_every_process(tfds_data_dir, tmp_path):
+  args = (f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=400', *STEPS,
+          '--config.checkpoint.every_steps=1000')
+  workdir = tmp_path / 'run'
+  procs = _processes(2, workdir, *args)
+  _wait_for_step(workdir, 10, procs)
+  procs[1].send_signal(signal.SIGTERM)  # a maintenance event on one host only
+  results = _finish(procs, timeout=120)
+  saved = []
+  for code, out, err in results:
+    assert code == 0, err
+    saved.append(int(out.split('every process saves step ')[1].split(',')[0]))
+  assert saved[0] == saved[1] and 10 <= saved[0] < 400
+  assert os.listdir(workdir / 'checkpoints') == [str(saved[0])]
+  # The rerun resumes there and ends as a run never stopped (two processes
+  # train as one: test_train.test_two_processes_match_one).
+  results = _finish(_processes(2, workdir, *args))
+  for code, out, err in results:
+    assert code == 0, err
+  assert f'resuming from step {saved[0]}' in results[0][1]
+  whole = helpers.deepl(f'--workdir={tmp_path}/whole', *args)
+  assert whole.returncode == 0, whole.stderr
+  np.testing.assert_allclose(_losses(workdir)[-5:], _losses(tmp_path / 'whole')[-5:], rtol=2e-5)
+
+
+def test_slurm_variables_reach_deepl_train(tfds_data_dir, tmp_path):
+  # What srun sets for each task (tools/slurm.sbatch), set here by hand for two
+  # local processes; JAX derives the coordinator's port from the job id.
+  job = _free_port(61440, 65535) - 61440
+  env = [{'SLURM_JOB_ID': str(job), 'SLURM_STEP_NODELIST': '127.0.0.1', 'SLURM_NTASKS': '2',
+          'SLURM_PROCID': str(i), 'SLURM_LOCALID': str(i)} for i in range(2)]
+  args = (f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=6', *STEPS,
+          '--config.checkpoint.every_steps=6')
+  results = _finish(_processes(2, tmp_path / 'slurm', *args, env=env, distributed=False))
+  for code, _, err in results:
+    assert code == 0, err
+  assert '2 cpu device(s)' in results[0][1]  # one per process: both joined
+  assert len(_losses(tmp_path / 'slurm')) == 6
+
+
+def test_a_coordinator_that_never_answers_is_one_line_within_the_timeout(tmp_path):
+  start = time.time()
+  result = helpers.deepl(f'--workdir={tmp_path}/w', f'--coordinator_address=127.0.0.1:{_free_port()}',
+                         '--num_processes=2', '--process_id=1', '--distributed_timeout=3')
+  assert result.returncode == 2
+  assert result.stderr.strip().startswith('deepl: error: no coordinator answered at 127.0.0.1:')
+  assert len(result.stderr.strip().splitlines()) == 1
+  assert time.time() - start < 60
+
+
+def _stopped_at(workdir, *args, devices=None, step=10) -> int:
+  """Starts a run, SIGTERMs it once it has logged `step`; the step it saved."""
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'deepl.cli.main', 'train', f'--workdir={workdir}', *args],
+      cwd=helpers.ROOT, env=helpers.env_for(devices), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  _wait_for_step(workdir, step, [proc])
+  proc.send_signal(signal.SIGTERM)
+  (code, out, err), = _finish([proc])
+  assert code == 0, err
+  return int(out.split('stopped at step ')[1].split(';')[0])
+
+
+def test_a_run_resumes_on_another_mesh_and_on_one_device(tfds_data_dir, tmp_path):
+  args = (f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=150', *STEPS,
+          '--config.checkpoint.every_steps=1000')
+  fsdp = ('--config.mesh.data=1', '--config.mesh.fsdp=8')
+  whole = helpers.deepl(f'--workdir={tmp_path}/whole', *args, *fsdp, devices=8)
+  assert whole.returncode == 0, whole.stderr
+  for name, devices, mesh in (('data4', 4, ('--config.mesh.data=4',)), ('one', None, ())):
+    workdir = tmp_path / name
+    stopped = _stopped_at(workdir, *args, *fsdp, devices=8)
+    rest = helpers.deepl(f'--workdir={workdir}', *args, *mesh, devices=devices)
+    assert rest.returncode == 0, rest.stderr
+    assert f'resuming from step {stopped}' in rest.stdout
+    np.testing.assert_allclose(_losses(workdir), _losses(tmp_path / 'whole'), rtol=1e-5)
+  # A sharded run reads on one device.
+  evaluated = helpers.deepl(f'--workdir={tmp_path}/whole', command='evaluate')
+  assert evaluated.returncode == 0, evaluated.stderr
+  final = rows(tmp_path / 'whole', 'test')[-1]
+  assert f"accuracy {100 * final['accuracy']:.2f}%" in evaluated.stdout
