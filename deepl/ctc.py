@@ -7,7 +7,7 @@ Both take the model's per-frame logits (b, T, V) with class `blank_id` the
 CTC blank, and the valid frames per row; frames past a row's length are
 ignored. Outputs are label ids with `pad_id` after each row's length.
 
-Training with `optax.ctc_loss` (optax 0.2.8), how the CTC task should call it:
+Training with `optax.ctc_loss` (optax 0.2.8), as the CTC task (deepl/tasks/ctc.py) calls it:
 
   per_seq = optax.ctc_loss(logits, logit_paddings, labels, label_paddings, blank_id=0)
 

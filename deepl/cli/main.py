@@ -6,8 +6,9 @@
       [--temperature=0.8 --top_k=40 --top_p=0.9 --seed=0]
   deepl evaluate --workdir=runs/dates_seq2seq [--split=test --step=1000]
   deepl predict --workdir=runs/dates_seq2seq --input="07/04/2023" [--beam_size=4 --step=1000]
-      (--input=- reads one input per line from stdin; seq2seq models and classifiers,
-      an image classifier reads image files: --input=digit.png)
+      (--input=- reads one input per line from stdin; seq2seq models, classifiers and CTC
+      recognizers; an image classifier reads image files, --input=digit.png, a speech run
+      WAV files, --input=clip.wav)
 
 `python -m deepl.cli.main ...` is the same. Without a command it trains; without
 --config the embedded default experiment (a CNN on scikit-learn's 8x8 digits)
@@ -64,9 +65,10 @@ flags.DEFINE_string('split', None, 'evaluate: the split (default: the one traini
 flags.DEFINE_integer('step', None, 'evaluate, sample, predict: the checkpoint step (default: the '
                      'latest).')
 
-flags.DEFINE_string('input', None, 'predict: the text (or an image classifier: the image file) '
-                    'to run the model on; - reads one input per line from stdin.')
-flags.DEFINE_integer('beam_size', None, 'predict: beams for a seq2seq model (1: greedy; '
+flags.DEFINE_string('input', None, 'predict: the text (or an image classifier: the image file; '
+                    'a speech run: the .wav file) to run the model on; - reads one input per '
+                    'line from stdin.')
+flags.DEFINE_integer('beam_size', None, 'predict: beams for a seq2seq or CTC model (1: greedy; '
                      'default: the run\'s task_options.beam_size).')
 
 # One file per command, deepl/cli/<command>.py, each with run(config, workdir, flags):
