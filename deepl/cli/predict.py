@@ -4,7 +4,7 @@
   deepl predict --workdir=runs/dates_seq2seq --beam_size=4 --input=- < sources.txt
   deepl predict --workdir=runs/sst2_gru --input="a gorgeous , witty film"  # positive<TAB>1.0000
   deepl predict --workdir=runs/digits_cnn --input=digit.png                # 1<TAB>1.0000
-  deepl predict --workdir=runs/spoken_digits_cnn --input=seven.wav         # 7<TAB>0.9990
+  deepl predict --workdir=runs/spoken_digits_cnn --input=seven.wav         # 7<TAB>1.0000
   deepl predict --workdir=runs/spoken_numbers_ctc --input=clip.wav         # four one seven
 
 The run's newest checkpoint (or `step`), tokenizer and config.json are used,
