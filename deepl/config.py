@@ -41,7 +41,7 @@ def default_config() -> config_dict.ConfigDict:
   # Which of `deepl.models.names()`; every other key is a field of that model
   # (e.g. `dtype`); `num_classes` comes from the data set unless given.
   c.model = config_dict.ConfigDict({'name': 'cnn'})
-  c.task = 'classification'  # 'classification' | 'causal_lm' | 'masked_lm' | 'seq2seq'
+  c.task = 'classification'  # 'classification' | 'causal_lm' | 'masked_lm' | 'seq2seq' | 'ctc'
   # The tasks' own settings, each declared with its default in its task's
   # OPTIONS (deepl/tasks/): masked_lm's mask_rate, seq2seq's beam_size and
   # length_penalty. Every task's are here so that any can be overridden; a
@@ -57,7 +57,7 @@ def default_config() -> config_dict.ConfigDict:
   c.data.name = 'digits'                          # the TFDS name
   c.data.data_dir = config_dict.placeholder(str)  # None: TFDS's default
   c.data.manual_dir = config_dict.placeholder(str)  # offline raw files
-  c.data.augment = 'none'              # images: 'none' | 'crop' | 'crop_flip'
+  c.data.augment = 'none'              # images: 'none' | 'crop' | 'crop_flip'; speech: 'spec_augment'
   # Text: the tokenizer is built from the train split on the first run and
   # saved in workdir/tokenizer, so eval, resumes and sampling reuse it.
   c.data.tokenizer = 'char'            # 'char' | 'word' | 'sentencepiece' | 'hf:PATH'
@@ -65,7 +65,9 @@ def default_config() -> config_dict.ConfigDict:
   c.data.min_count = 1                 # word only: rarer words become <unk>
   c.data.max_length = 64               # text classification, masked LM: tokens per example
   c.data.max_source = 64               # seq2seq: source tokens per example
-  c.data.max_target = 64               # seq2seq: target tokens, BOS/EOS not counted
+  c.data.max_target = 64               # seq2seq: target tokens, BOS/EOS not counted; ctc: transcript
+  # Speech: the longest clip a run takes (longer data is an error; deepl predict refuses longer).
+  c.data.max_seconds = 4.0
   c.data.context = 128                 # causal LM: tokens per training window
   # Classification text: sort each epoch by length within chunks of this many
   # batches (similar lengths, less padding); 0: random batches.
@@ -213,6 +215,9 @@ def validate(config: config_dict.ConfigDict) -> None:
   for key in positive:
     if given[key] <= 0:
       raise UserError(f'config.{key}={given[key]} must be a positive integer')
+  if config.data.max_seconds <= 0:
+    raise UserError(f'config.data.max_seconds={config.data.max_seconds} must be a positive '
+                    'number of seconds')
   if config.eval.batch_size < 0:
     raise UserError('config.eval.batch_size must be >= 0 (0 means the train batch size)')
   if config.train.on_nonfinite not in NONFINITE_ACTIONS:

@@ -67,9 +67,10 @@ class Experiment:
 
 
 def build(config, workdir: str) -> Experiment:
-  """The experiment `config` describes; text runs keep their tokenizer in workdir/tokenizer."""
+  """The experiment `config` describes; runs on texts (or transcripts) keep their tokenizer
+  in workdir/tokenizer."""
   dataset = _prepare_dataset(config)
-  tokenizer = _tokenizer(config, dataset, workdir) if dataset.is_text else None
+  tokenizer = _tokenizer(config, dataset, workdir) if dataset.has_texts else None
   splits = tasks.get(config.task).make_sources(config, dataset, tokenizer)
   task, init_task = make_task(config, num_classes=dataset.num_classes, tokenizer=tokenizer)
   tx = optim.make_optimizer(config.optim, config.train.num_steps)

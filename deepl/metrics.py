@@ -96,6 +96,8 @@ def _percent(value: float, decimals: int = 2) -> str:
 _SHOWN = {
     'accuracy': lambda v: f'accuracy {_percent(v)}',
     'exact_match': lambda v: f'exact_match {_percent(v)}',
+    'cer': lambda v: f'CER {_percent(v)}',
+    'wer': lambda v: f'WER {_percent(v)}',
     'steps_per_sec': lambda v: f'{_rate(v)} steps/s',
     'tokens_per_sec': lambda v: f'{v:,.0f} tokens/s',
     'flops_per_sec': _flops,

@@ -6,8 +6,9 @@
       [--temperature=0.8 --top_k=40 --top_p=0.9 --seed=0]
   deepl evaluate --workdir=runs/dates_seq2seq [--split=test --step=1000]
   deepl predict --workdir=runs/dates_seq2seq --input="07/04/2023" [--beam_size=4 --step=1000]
-      (--input=- reads one input per line from stdin; seq2seq models and classifiers,
-      an image classifier reads image files: --input=digit.png)
+      (--input=- reads one input per line from stdin; seq2seq models, classifiers and CTC
+      recognizers; an image classifier reads image files, --input=digit.png, a speech run
+      WAV files, --input=clip.wav)
   deepl export --workdir=runs/sst2_bert_hf --out=DIR [--step=1000]
       (a GPT or BERT run as a Hugging Face folder: AutoModel*.from_pretrained(DIR))
   deepl inspect --workdir=runs/mnist [--json]
@@ -89,9 +90,10 @@ flags.DEFINE_integer('step', None, 'evaluate, sample, predict, export: the check
 flags.DEFINE_string('out', None, 'export: the folder to write the Hugging Face model into; '
                     'plot: the PNG file to write (default curves.png).')
 
-flags.DEFINE_string('input', None, 'predict: the text (or an image classifier: the image file) '
-                    'to run the model on; - reads one input per line from stdin.')
-flags.DEFINE_integer('beam_size', None, 'predict: beams for a seq2seq model (1: greedy; '
+flags.DEFINE_string('input', None, 'predict: the text (or an image classifier: the image file; '
+                    'a speech run: the .wav file) to run the model on; - reads one input per '
+                    'line from stdin.')
+flags.DEFINE_integer('beam_size', None, 'predict: beams for a seq2seq or CTC model (1: greedy; '
                      'default: the run\'s task_options.beam_size).')
 # The tools (tools/benchmark.py, ...) import this file and define their own --json=FILE:
 # theirs takes the name there.

@@ -1,20 +1,25 @@
-"""`deepl predict`: a trained seq2seq model or classifier on your own input.
+"""`deepl predict`: a trained seq2seq model, classifier or speech recognizer on your own input.
 
   deepl predict --workdir=runs/dates_seq2seq --input="07/04/2023"        # July 4, 2023
   deepl predict --workdir=runs/dates_seq2seq --beam_size=4 --input=- < sources.txt
   deepl predict --workdir=runs/sst2_gru --input="a gorgeous , witty film"  # positive<TAB>1.0000
   deepl predict --workdir=runs/digits_cnn --input=digit.png                # 1<TAB>1.0000
+  deepl predict --workdir=runs/spoken_digits_cnn --input=seven.wav         # 7<TAB>1.0000
+  deepl predict --workdir=runs/spoken_numbers_ctc --input=clip.wav         # four one seven
 
 The run's newest checkpoint (or `step`), tokenizer and config.json are used,
 and each input is made into a batch row as its data pipeline makes one: a
 seq2seq source padded to data.max_source, a classifier's text cut to
 data.max_length tokens, an image file (any format Pillow reads) converted to
 the data set's channels and resized to its height and width, as uint8 pixels
-the task scales. Seq2seq models decode as the run's eval does (greedy, or beam
-search with task_options.beam_size; --beam_size overrides it); classifiers print the
-most likely label and its probability, tab-separated. --input=- reads one input
-(text, or an image's path) per line from stdin and prints one line per input,
-in order. Language models: deepl sample.
+the task scales, a WAV file (any rate and sample format: resampled to 16 kHz
+mono, at most data.max_seconds long) as a waveform the task turns into
+features. Seq2seq models decode as the run's eval does (greedy, or beam search
+with task_options.beam_size; --beam_size overrides it), and so do CTC
+recognizers; classifiers print the most likely label and its probability,
+tab-separated. --input=- reads one input (text, or an image's or WAV file's
+path) per line from stdin and prints one line per input, in order. Language
+models: deepl sample.
 """
 
 import functools
@@ -24,14 +29,16 @@ import sys
 import jax
 import numpy as np
 
+from deepl.data import audio_io
 from deepl.data import datasets
 from deepl.data import seq2seq_text
 from deepl.data import text as text_lib
 from deepl.errors import UserError
 from deepl.inference import trained_run
+from deepl.tasks import speech_inputs
 
-READS_A_RUN = '<a seq2seq or classifier run>, e.g. --workdir=runs/dates_seq2seq'
-# Inputs per compiled call: one program serves any number of lines.
+READS_A_RUN = '<a seq2seq, classifier or CTC run>, e.g. --workdir=runs/dates_seq2seq'
+# Inputs per compiled call, at most: one program serves any number of lines.
 CHUNK = 64
 
 
@@ -63,22 +70,25 @@ def predict(config, workdir: str, inputs: list[str], *, beam_size: int | None = 
     hint = ('deepl sample continues text from it' if config.task == 'causal_lm' else
             'fine-tune it with --config.init_from, then predict with that run')
     raise UserError(f"{workdir} holds a '{config.task}' run: deepl predict runs seq2seq "
-                    f'models and classifiers; {hint}')
+                    f'models, classifiers and CTC recognizers; {hint}')
   if beam_size is not None:
-    if config.task != 'seq2seq':
-      raise UserError(f'--beam_size is for seq2seq runs; {workdir} holds a classifier')
+    if config.task not in ('seq2seq', 'ctc'):
+      raise UserError(f'--beam_size is for seq2seq and ctc runs; {workdir} holds a classifier')
     config.task_options.beam_size = beam_size
   trained = trained_run.load(workdir, config, step)
   if trained.image_shape:
     rows = {'image': _read_images(inputs, trained.image_shape)}
+  elif trained.is_audio:
+    rows = _read_waves(inputs, trained.config)
   elif config.task == 'seq2seq':
     rows = _seq2seq_rows(trained, _encode(trained.tokenizer, inputs))
   else:
     rows = _classifier_rows(trained, _encode(trained.tokenizer, inputs))
-  fn = _decode if config.task == 'seq2seq' else _classify
+  fn = {'seq2seq': _decode, 'ctc': _transcribe}.get(config.task, _classify)
   out = []
-  for start in range(0, len(inputs), CHUNK):
-    batch = {k: _pad_rows(v[start:start + CHUNK]) for k, v in rows.items()}
+  chunk = min(CHUNK, len(inputs))  # one input is one row, not 64
+  for start in range(0, len(inputs), chunk):
+    batch = {k: _pad_rows(v[start:start + chunk], chunk) for k, v in rows.items()}
     out.extend(fn(trained, batch)[:len(inputs) - start])
   return out
 
@@ -97,9 +107,9 @@ def _encode(tokenizer, inputs) -> list[list[int]]:
   return out
 
 
-def _pad_rows(rows: np.ndarray) -> np.ndarray:
-  """A chunk filled to CHUNK rows with copies of its last row: one shape, one compile."""
-  return np.concatenate([rows, np.repeat(rows[-1:], CHUNK - len(rows), axis=0)])
+def _pad_rows(rows: np.ndarray, size: int) -> np.ndarray:
+  """A chunk filled to `size` rows with copies of its last row: one shape, one compile."""
+  return np.concatenate([rows, np.repeat(rows[-1:], size - len(rows), axis=0)])
 
 
 def _seq2seq_rows(trained, ids) -> dict:
@@ -133,6 +143,17 @@ def _read_images(paths, shape) -> np.ndarray:
   return out
 
 
+def _read_waves(paths, config) -> dict:
+  """Each WAV file at 16 kHz, zero-padded to data.max_seconds: one shape, one compile."""
+  audio = np.zeros((len(paths), speech_inputs.max_samples(config)), np.float32)
+  lengths = np.zeros(len(paths), np.int32)
+  for index, path in enumerate(paths):
+    wave = audio_io.read_wav(os.path.expanduser(path), max_seconds=config.data.max_seconds)
+    audio[index, :len(wave)] = wave[:audio.shape[1]]  # resampling may add a sample
+    lengths[index] = min(len(wave), audio.shape[1])
+  return {'audio': audio, 'length': lengths}
+
+
 def _classifier_rows(trained, ids) -> dict:
   source = text_lib.ClassificationTextSource(ids, np.zeros(len(ids)),
                                              trained.config.data.max_length)
@@ -149,6 +170,16 @@ def _decode(trained, batch) -> list[str]:
   ids = np.asarray(_decoded_ids(trained.task, trained.variables['params'], batch,
                                 trained.config.data.max_target + 1))
   return [seq2seq_text.decode_target(trained.tokenizer, row) for row in ids]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _transcribed_ids(task, variables, batch):
+  return task.transcribe(variables, batch)
+
+
+def _transcribe(trained, batch) -> list[str]:
+  ids, lengths = map(np.asarray, _transcribed_ids(trained.task, trained.variables, batch))
+  return [trained.tokenizer.decode(row[:n]) for row, n in zip(ids, lengths)]
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -46,10 +46,25 @@ AUGMENTATIONS = {
 }
 
 
+# Speech: SpecAugment's masks on the log-mel features the speech tasks compute
+# in the step (deepl.data.audio_features.spec_augment).
+AUDIO_AUGMENTATIONS = ('spec_augment',)
+
+
 def check_name(name: str) -> None:
-  if name not in AUGMENTATIONS:
-    raise UserError(f'unknown augmentation {name!r}{suggest(name, AUGMENTATIONS)}; '
-                    f'known: {", ".join(AUGMENTATIONS)}')
+  known = [*AUGMENTATIONS, *AUDIO_AUGMENTATIONS]
+  if name not in known:
+    raise UserError(f'unknown augmentation {name!r}{suggest(name, known)}; '
+                    f'known: {", ".join(known)}')
+
+
+def check_kind(name: str, *, audio: bool) -> None:
+  """UserError for an image augmentation on speech, or SpecAugment on images."""
+  if name != 'none' and (name in AUDIO_AUGMENTATIONS) != audio:
+    fits = AUDIO_AUGMENTATIONS if audio else [a for a in AUGMENTATIONS if a != 'none']
+    raise UserError(f"data.augment='{name}' is for {'images' if audio else 'speech'}; this "
+                    f"data set holds {'speech' if audio else 'images'}: use 'none' or "
+                    f"{' or '.join(repr(a) for a in fits)}")
 
 
 def augment_batch(rng: jax.Array, images: jax.Array, name: str) -> jax.Array:

@@ -7,6 +7,8 @@ numpy gather (~0.1 ms) instead of 128 record decodes (~6 ms through
 
 Text sets come back as raw texts (`TextSplit`): their sources depend on a
 tokenizer, built from the train split; see `deepl.data.text.text_splits`.
+Speech sets come back as waveforms with labels or transcripts (`AudioSplit`,
+deepl.data.audio_splits).
 """
 
 import dataclasses
@@ -17,9 +19,12 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from deepl.data import audio_io
+from deepl.data import audio_splits
 from deepl.data import seq2seq_text
 from deepl.data import text as text_lib
 from deepl.data.builders import BUILDERS
+from deepl.data.builders import speech_commands
 from deepl.errors import suggest
 from deepl.errors import UserError
 
@@ -57,6 +62,8 @@ class Dataset:
 
   Images: `splits` are `ArraySource`s, ready to batch. Text: `image_shape` is
   None and `splits` are `TextSplit`s of raw texts (and labels), to tokenize.
+  Speech: `sample_rate` is set and `splits` are `AudioSplit`s, ready to batch
+  where they hold labels; their transcripts, if any, are its texts.
   """
 
   name: str
@@ -66,22 +73,37 @@ class Dataset:
   train_split: str = 'train'
   eval_split: str = 'test'
   data_dir: str = ''  # Where TFDS keeps the prepared files.
+  sample_rate: int | None = None  # speech: the waveforms' rate; None otherwise
+
+  @property
+  def is_audio(self) -> bool:
+    return self.sample_rate is not None
 
   @property
   def is_text(self) -> bool:
-    return self.image_shape is None
+    return self.image_shape is None and not self.is_audio
+
+  @property
+  def has_texts(self) -> bool:
+    """Texts to build a tokenizer from: a text set's, or a speech set's transcripts."""
+    if self.is_audio:
+      return self.splits[self.train_split].texts is not None
+    return self.is_text
 
   def texts(self, split: str) -> list[str]:
-    """A text split's raw texts, e.g. to build a tokenizer from 'train'."""
-    if not self.is_text:
-      raise UserError(f'{self.name} is an image dataset: it has no texts')
+    """A text split's raw texts (a speech split's transcripts), e.g. to build a tokenizer."""
+    if not self.has_texts:
+      raise UserError(f'{self.name} holds {"audio" if self.is_audio else "images"} without '
+                      'texts')
     return self.splits[split].texts
 
 
 # Label counts live here rather than in the builders: `label` is a plain int64
 # Tensor feature (ClassLabel would add nothing but names).
 NUM_CLASSES = {'digits': 10, 'mnist': 10, 'fashion_mnist': 10, 'cifar10': 10,
-               'glue/sst2': 2, 'tiny_shakespeare': None, 'dates': None}
+               'glue/sst2': 2, 'tiny_shakespeare': None, 'dates': None,
+               'spoken_digits': 10, 'spoken_digits/tiny': 10, 'spoken_digit': 10,
+               'speech_commands': 12, 'spoken_numbers': None, 'spoken_numbers/tiny': None}
 # What `deepl predict` prints for a class where the data set names them (the sets' own
 # orders); elsewhere the class index, which for the digit sets is the digit.
 LABEL_NAMES = {
@@ -90,11 +112,14 @@ LABEL_NAMES = {
                       'Sneaker', 'Bag', 'Ankle boot'),
     'cifar10': ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
                 'truck'),
+    'speech_commands': speech_commands.LABELS,
 }
 # Where the split to evaluate on is not 'test': SST-2's test labels are hidden
-# (-1), and TFDS's tiny_shakespeare keeps 'test' for the final number.
+# (-1), and TFDS's tiny_shakespeare and the generated sets keep 'test' for the final number.
 EVAL_SPLITS = {'glue/sst2': 'validation', 'tiny_shakespeare': 'validation',
-               'dates': 'validation'}
+               'dates': 'validation', 'spoken_digits': 'validation',
+               'spoken_digits/tiny': 'validation', 'spoken_numbers': 'validation',
+               'spoken_numbers/tiny': 'validation'}
 
 
 def known_names() -> list[str]:
@@ -149,8 +174,11 @@ def get_dataset(name: str, *, data_dir: str | None = None,
       raise UserError(f'could not download or prepare {name} ({reason}); offline, set '
                       f'data.manual_dir to a folder with its original files') from None
   features = builder.info.features
+  sample_rate = None
   if 'image' in features:
     load, image_shape = _load_split, tuple(features['image'].shape)
+  elif 'audio' in features:  # waveforms with labels or transcripts
+    load, image_shape, sample_rate = audio_splits.load_audio_split, None, audio_io.SAMPLE_RATE
   elif 'source' in features:  # source -> target text pairs (seq2seq)
     load, image_shape = seq2seq_text.load_pair_split, None
   else:
@@ -162,6 +190,7 @@ def get_dataset(name: str, *, data_dir: str | None = None,
       image_shape=image_shape,
       eval_split=EVAL_SPLITS.get(name, 'test'),
       data_dir=str(builder.data_dir),
+      sample_rate=sample_rate,
   )
 
 

@@ -21,17 +21,18 @@ from deepl.data import datasets
 from deepl.data import tokenizers
 
 # The tasks `deepl predict` runs on a user's input.
-PREDICTS = ('seq2seq', 'classification')
+PREDICTS = ('seq2seq', 'classification', 'ctc')
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
   config: Any
-  tokenizer: Any  # None for image runs
+  tokenizer: Any  # None for image runs and speech classifiers
   image_shape: tuple[int, int, int] | None  # (H, W, C) of an image run's data
   task: Any       # task.model is the model
   variables: Any  # {'params': ..., and e.g. 'batch_stats': ...}, numpy arrays
   step: int
+  is_audio: bool = False  # a speech run: its inputs are waveforms
 
 
 def load(workdir: str, config=None, step: int | None = None) -> TrainedRun:
@@ -44,9 +45,11 @@ def load(workdir: str, config=None, step: int | None = None) -> TrainedRun:
   # The builder's declared features: no data is read or prepared.
   features = datasets.get_builder(config.data.name, config.data.data_dir).info.features
   image_shape = tuple(features['image'].shape) if 'image' in features else None
-  # Every other run saved its tokenizer: one without fails here, saying so.
-  tokenizer = None if image_shape else tokenizers.load(workdir_lib.path(workdir) / 'tokenizer')
+  is_audio = 'audio' in features
+  # Every run on texts or transcripts saved its tokenizer: one without fails here, saying so.
+  has_texts = not image_shape and (not is_audio or 'text' in features)
+  tokenizer = tokenizers.load(workdir_lib.path(workdir) / 'tokenizer') if has_texts else None
   task, _ = experiment.make_task(config, num_classes=datasets.NUM_CLASSES.get(config.data.name),
                                  tokenizer=tokenizer)
   step, variables = checkpoint.read_variables(workdir_lib.path(workdir) / 'checkpoints', step)
-  return TrainedRun(config, tokenizer, image_shape, task, variables, step)
+  return TrainedRun(config, tokenizer, image_shape, task, variables, step, is_audio)

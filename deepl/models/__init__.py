@@ -21,6 +21,7 @@ from deepl.models import gpt
 from deepl.models import resnet
 from deepl.models import rnn
 from deepl.models import seq2seq
+from deepl.models import speech
 from deepl.models import transformer
 from deepl.models import vit
 
@@ -39,6 +40,8 @@ MODELS = {
     'bert_mlm': bert.BertMLM,
     'bert_classifier': bert.BertClassifier,
     'bert_token_classifier': bert.BertTokenClassifier,
+    'speech_cnn': speech.SpeechCNN,
+    'speech_ctc': speech.SpeechCTC,
 }
 
 # Fields every flax Module has that describe its place in a module tree, not

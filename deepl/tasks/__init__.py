@@ -11,11 +11,12 @@ from deepl.errors import UserError
 from deepl.tasks.base import Task
 from deepl.tasks.causal_lm import CausalLMTask
 from deepl.tasks.classification import ClassificationTask
+from deepl.tasks.ctc import CTCTask
 from deepl.tasks.masked_lm import MaskedLMTask
 from deepl.tasks.seq2seq import Seq2SeqTask
 
 TASKS = {'classification': ClassificationTask, 'causal_lm': CausalLMTask,
-         'masked_lm': MaskedLMTask, 'seq2seq': Seq2SeqTask}
+         'masked_lm': MaskedLMTask, 'seq2seq': Seq2SeqTask, 'ctc': CTCTask}
 
 
 def get(name: str) -> type[Task]:

@@ -1,10 +1,12 @@
-"""Classification of images or texts: softmax cross-entropy and accuracy.
+"""Classification of images, texts or speech: softmax cross-entropy and accuracy.
 
 Batch spec, images: {'image': uint8 (b, H, W, C), 'label': int (b,)} and the
 model is called as model(images, train=...), images scaled to [0, 1] and, in
 training, augmented as data.augment says. Texts: {'tokens': int (b, T),
 'length': int (b,), 'label': int (b,)} and model(tokens, lengths, train=...).
-Eval batches padded to a fixed size add a 'mask' (b,).
+Speech: {'audio': int16 (b, n), 'length': int (b,) samples, 'label'} and
+model(log-mel features, frames, train=...), the features computed in the step
+(deepl/tasks/speech_inputs.py). Eval batches padded to a fixed size add a 'mask' (b,).
 """
 
 import jax
@@ -13,7 +15,9 @@ import numpy as np
 
 from deepl import data as data_lib
 from deepl.data import augment as augment_lib
+from deepl.errors import UserError
 from deepl.tasks import common
+from deepl.tasks import speech_inputs
 from deepl.tasks.base import Task
 
 
@@ -30,7 +34,13 @@ class ClassificationTask(Task):
 
   @classmethod
   def make_sources(cls, config, dataset, tokenizer) -> dict:
+    if dataset.is_audio:
+      if dataset.num_classes is None:
+        raise UserError(f"{dataset.name} holds transcripts, not classes: use task='ctc'")
+      speech_inputs.check(config, dataset)
+      return dataset.splits
     if not dataset.is_text:
+      augment_lib.check_kind(config.data.augment, audio=False)
       return dataset.splits
     return data_lib.text_splits(dataset, tokenizer, kind='classification',
                                 max_length=config.data.max_length)
@@ -48,9 +58,11 @@ class ClassificationTask(Task):
     return text_batch_spec(config, vocab_size) | {'label': label}
 
   def model_inputs(self, batch, augment_rng=None) -> tuple:
-    """(images in [0, 1],) or (tokens, lengths); images augmented where a key is given."""
+    """(images in [0, 1],), (tokens, lengths) or (log-mels, frames); augmented where a key is given."""
     if 'tokens' in batch:
       return batch['tokens'], batch['length']
+    if 'audio' in batch:
+      return speech_inputs.features(batch, augment=self.augment, augment_rng=augment_rng)
     images = batch['image'].astype(jnp.float32) / 255.0
     if augment_rng is not None and self.augment != 'none':
       images = augment_lib.augment_batch(augment_rng, images, self.augment)

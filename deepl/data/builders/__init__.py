@@ -13,10 +13,18 @@ from deepl.data.builders.digits import Digits
 from deepl.data.builders.glue import Glue
 from deepl.data.builders.mnist import FashionMNIST
 from deepl.data.builders.mnist import MNIST
+from deepl.data.builders.speech_commands import SpeechCommands
+from deepl.data.builders.spoken import SpokenDigits
+from deepl.data.builders.spoken import SpokenNumbers
+from deepl.data.builders.spoken_digit import SpokenDigit
 from deepl.data.builders.tiny_shakespeare import TinyShakespeare
 
 # name -> callable(data_dir=..., file_format=...) returning the builder. A
 # 'builder/config' name is TFDS's spelling for one config of a builder.
 BUILDERS = {b.name: b for b in (Digits, MNIST, FashionMNIST, Cifar10,
-                                TinyShakespeare, Dates)}
+                                TinyShakespeare, Dates, SpokenDigits, SpokenNumbers,
+                                SpokenDigit, SpeechCommands)}
 BUILDERS['glue/sst2'] = functools.partial(Glue, config='sst2')
+# The synthesized speech sets' small configs, for tests and smoke runs.
+BUILDERS['spoken_digits/tiny'] = functools.partial(SpokenDigits, config='tiny')
+BUILDERS['spoken_numbers/tiny'] = functools.partial(SpokenNumbers, config='tiny')
