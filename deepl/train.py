@@ -67,6 +67,8 @@ def _train_and_evaluate(config, workdir: str) -> dict:
 
   # --- Input -----------------------------------------------------------------
   exp = experiment_lib.build(config, workdir)
+  if primary and exp.dataset.label_names:  # what `deepl predict` names the classes
+    experiment_lib.save_classes(exp.dataset.label_names, workdir)
   train_iter = exp.train_iterator()
 
   # --- Model -----------------------------------------------------------------
@@ -82,7 +84,8 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   p_train_step = runner.compile_train(functools.partial(train_step, task=exp.task, tx=exp.tx))
 
   # --- Evals -----------------------------------------------------------------
-  evaluate = evaluation.Evaluator(exp.task, runner, config.eval.batch_size or batch_size)
+  evaluate = evaluation.Evaluator(exp.task, runner, config.eval.batch_size or batch_size,
+                                  workers=config.data.workers)
 
   # --- Loop ------------------------------------------------------------------
   if primary:
@@ -124,6 +127,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     if step != saved_step:  # preempted between checkpoints
       ckpt.save(step, runner.to_saveable(state), train_iter, {'window': window.total()})
 
+  train_iter.close()  # its worker processes, if any, end here
   ckpt.close()
   writer.close()
   if preemption.requested and step < num_steps:

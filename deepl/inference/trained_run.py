@@ -17,7 +17,6 @@ from deepl import workdir as workdir_lib
 from deepl import config as config_lib
 from deepl import experiment
 from deepl import kernels
-from deepl.data import datasets
 from deepl.data import tokenizers
 
 # The tasks `deepl predict` runs on a user's input.
@@ -32,6 +31,10 @@ class TrainedRun:
   task: Any       # task.model is the model
   variables: Any  # {'params': ..., and e.g. 'batch_stats': ...}, numpy arrays
   step: int
+  # Encoded-image runs (image_folder): how an image file becomes a model input
+  # (the eval crop and normalisation); None for arrays.
+  preprocess: Any = None
+  label_names: tuple[str, ...] | None = None
 
 
 def load(workdir: str, config=None, step: int | None = None) -> TrainedRun:
@@ -41,12 +44,10 @@ def load(workdir: str, config=None, step: int | None = None) -> TrainedRun:
   """
   config = config or config_lib.load_run_config(workdir)
   kernels.resolve_config(config, again=True)  # this process's platform picks
-  # The builder's declared features: no data is read or prepared.
-  features = datasets.get_builder(config.data.name, config.data.data_dir).info.features
-  image_shape = tuple(features['image'].shape) if 'image' in features else None
+  image_shape, num_classes, label_names, preprocess = experiment.declared_data(config, workdir)
   # Every other run saved its tokenizer: one without fails here, saying so.
   tokenizer = None if image_shape else tokenizers.load(workdir_lib.path(workdir) / 'tokenizer')
-  task, _ = experiment.make_task(config, num_classes=datasets.NUM_CLASSES.get(config.data.name),
-                                 tokenizer=tokenizer)
+  task, _ = experiment.make_task(config, num_classes=num_classes, tokenizer=tokenizer)
   step, variables = checkpoint.read_variables(workdir_lib.path(workdir) / 'checkpoints', step)
-  return TrainedRun(config, tokenizer, image_shape, task, variables, step)
+  return TrainedRun(config, tokenizer, image_shape, task, variables, step, preprocess,
+                    label_names)
