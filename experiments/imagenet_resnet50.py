@@ -22,11 +22,12 @@ on 8 V100s (13 h fp32, 5-6 h mixed precision); Haiku's ImageNet example
 76.2-76.5% at batch 1,024 (130 min on 32 TPU v3 cores). Not run here: it needs
 the 140 GB of data and about a day of an 8-accelerator host.
 
-Input: decoding and cropping 224-px JPEGs ran at the rates in the README's
-data table on this project's 2-core CPU (python tools/data_throughput.py,
-docs/data.md), i.e. roughly 100-200 images/s per core. A host feeding 8 TPU v3
-cores or 8 V100s at ~2,500-3,000 images/s needs about 16+ cores for input:
-set data.workers to the host's cores less one or two (the default).
+Input, measured (python tools/data_throughput.py decode, docs/data.md): this
+pipeline on 20,000 generated 300-500 px JPEGs ran at 132 / 169 / 231 images/s
+with 0 / 1 / 2 workers on this project's shared 2-core CPU, about 100-120
+images/s per core. A host feeding 8 accelerators at ~2,500-3,000 images/s
+therefore needs some 24+ cores for input: set data.workers to the host's cores
+less one or two (the default, -1).
 """
 
 from deepl.config import default_config

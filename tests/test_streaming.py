@@ -74,6 +74,23 @@ def test_a_split_over_the_threshold_streams_the_same_batches(digits):
               list(data.eval_batches(in_memory.splits['test'], global_batch_size=100)))
 
 
+def test_a_huge_split_is_shuffled_without_an_index_array(monkeypatch):
+  # Above LAZY_PERMUTATION_ROWS the order comes from grain's index_shuffle: still one
+  # permutation per epoch, new each epoch, and the same for any process count.
+  monkeypatch.setattr(pipeline, 'LAZY_PERMUTATION_ROWS', 10)
+  toy = data.ArraySource(np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1), np.zeros(50))
+  single = take(data.train_iterator(toy, global_batch_size=12, seed=3), 25)
+  stream = np.concatenate([b['image'].reshape(-1) for b in single])
+  epochs = [stream[e * 50:(e + 1) * 50] for e in range(6)]
+  assert all(sorted(e) == list(range(50)) for e in epochs)
+  assert len({tuple(e) for e in epochs}) == 6
+  halves = [take(data.train_iterator(toy, global_batch_size=12, seed=3, process_index=p,
+                                     process_count=2), 25) for p in range(2)]
+  for k in range(25):
+    np.testing.assert_array_equal(
+        np.concatenate([halves[0][k]['image'], halves[1][k]['image']]), single[k]['image'])
+
+
 class _CountingRecords(list):
   """Records that note every index read."""
 

@@ -16,7 +16,8 @@ rss_images  peak resident memory (the `deepl train` process plus its
             bytes in memory; and the decoded size np.stack would need.
 rss_text    the same for a generated ~`text_mb` MB corpus (Zipf-distributed
             words) through text_files with a char LSTM: token shards
-            memory-mapped against the in-memory path (whole text, int32 ids).
+            memory-mapped against the in-memory path (whole text, int32 ids),
+            and streamed on a 2 MB corpus (what does not depend on the data).
 input_ms    input_ms (making and placing a batch) and the step time of
             mnist_cnn and cifar10_resnet20 from the offline files, with 0
             and 2 workers.
@@ -41,6 +42,7 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's deepl, also in the `deepl train` it starts
 CLASSES = 10
 
 
@@ -195,9 +197,10 @@ class _PeakRSS:
     self._thread.join()
 
 
-def deepl_train(workdir, *flags_) -> tuple[dict, float]:
-  """Runs `deepl train`; returns ({peak_mb, peak_main_mb, wall_s}, ...)."""
+def deepl_train(workdir, *flags_) -> dict:
+  """Runs `deepl train` in a fresh `workdir`; returns {peak_mb, peak_main_mb, wall_s}."""
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  shutil.rmtree(workdir, ignore_errors=True)  # a fresh run, not a resume of a kept one
   t = time.time()
   proc = subprocess.Popen([sys.executable, '-m', 'deepl.cli.main', 'train',
                            f'--workdir={workdir}', *flags_], cwd=ROOT, env=env,
@@ -222,9 +225,10 @@ def rss_images(args, tmp: pathlib.Path) -> dict:
             '--config.eval.batch_size=500']
   out = {}
   # Prepare first, so both runs time and measure training, not preparing.
-  deepl_train(tmp / 'prepare', *common, '--config.train.num_steps=1')
+  deepl_train(tmp / 'images_prepare', *common, '--config.train.num_steps=1')
   for name, threshold in (('streamed', 0), ('in_memory', 100000)):
-    out[name] = deepl_train(tmp / name, *common, f'--config.data.in_memory_max_mb={threshold}')
+    out[name] = deepl_train(tmp / f'images_{name}', *common,
+                            f'--config.data.in_memory_max_mb={threshold}')
     print(name, out[name], flush=True)
   out['decoded_mb_np_stack'] = round((args.images + 500) * 224 * 224 * 3 / 2**20)
   return out
@@ -241,8 +245,14 @@ def rss_text(args, tmp: pathlib.Path) -> dict:
             '--config.checkpoint.every_steps=1000000', '--config.train.batch_size=32']
   out = {'train_mb': round(size / 2**20)}
   for name, threshold in (('streamed', 0), ('in_memory', 100000)):
-    out[name] = deepl_train(tmp / name, *common, f'--config.data.in_memory_max_mb={threshold}')
+    out[name] = deepl_train(tmp / f'text_{name}', *common,
+                            f'--config.data.in_memory_max_mb={threshold}')
     print(name, out[name], flush=True)
+  # The same run on a 2 MB corpus: what does not depend on the data.
+  tiny = make_corpus(tmp / 'corpus_tiny', 2, files=1)
+  out['tiny_2mb_streamed'] = deepl_train(tmp / 'text_tiny', *common,
+                                         f'--config.data.manual_dir={tiny}',
+                                         '--config.data.in_memory_max_mb=0')
   return out
 
 

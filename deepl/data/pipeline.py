@@ -109,6 +109,13 @@ def _sort_chunks(perm, lengths, rng, *, start: int, chunk: int, block: int):
   return out
 
 
+# Above this many rows an epoch's permutation is not held as an array (8 bytes a
+# row: 2.6 GB for the stride-1 windows of a 320M-token corpus, twice over), but
+# computed per index by Grain's index_shuffle (a Feistel network, O(1) memory).
+# The order depends only on (seed, size), so both data paths share it.
+LAZY_PERMUTATION_ROWS = 1 << 24
+
+
 class _EpochPermutations:
   """perm(seed, epoch), keeping the last two (a batch can straddle two).
 
@@ -125,6 +132,17 @@ class _EpochPermutations:
     self._lengths = lengths if sort_window else None
     self._chunk = sort_window * global_batch
     self._block = global_batch
+    self._lazy = size > LAZY_PERMUTATION_ROWS and self._lengths is None
+
+  def _epoch_seed(self, epoch: int) -> int:
+    return int(np.random.SeedSequence([self._seed, epoch]).generate_state(1)[0])
+
+  def _lazy_rows(self, start: int, stop: int) -> np.ndarray:
+    shuffle = grain.experimental.index_shuffle
+    epochs, within = np.divmod(np.arange(start, stop, dtype=np.int64), self._size)
+    seeds = {e: self._epoch_seed(e) for e in np.unique(epochs).tolist()}
+    return np.array([shuffle(i, max_index=self._size - 1, seed=seeds[e], rounds=4)
+                     for i, e in zip(within.tolist(), epochs.tolist())], np.int64)
 
   def __call__(self, epoch: int) -> np.ndarray:
     perm = self._cache.get(epoch)
@@ -144,6 +162,8 @@ class _EpochPermutations:
 
   def rows(self, start: int, stop: int) -> np.ndarray:
     """stream[start:stop], at most two epochs' worth."""
+    if self._lazy:
+      return self._lazy_rows(start, stop)
     first, last = start // self._size, (stop - 1) // self._size
     if first == last:
       offset = first * self._size
