@@ -19,6 +19,7 @@ from deepl import optim
 from deepl import tasks
 from deepl.data import augment
 from deepl.data import datasets
+from deepl.data import images
 from deepl.data import tokenizers
 from deepl.errors import suggest
 from deepl.errors import UserError
@@ -57,7 +58,26 @@ def default_config() -> config_dict.ConfigDict:
   c.data.name = 'digits'                          # the TFDS name
   c.data.data_dir = config_dict.placeholder(str)  # None: TFDS's default
   c.data.manual_dir = config_dict.placeholder(str)  # offline raw files
-  c.data.augment = 'none'              # images: 'none' | 'crop' | 'crop_flip'; speech: 'spec_augment'
+  # Images: 'none' | 'crop' | 'crop_flip' (in the step, on arrays) |
+  # 'inception_crop' (random resized crop and flip, on the host, for encoded
+  # images such as image_folder's); speech: 'spec_augment'.
+  c.data.augment = 'none'
+  # Splits whose prepared files are at most this many MiB are held in memory;
+  # bigger ones are streamed from their files (deepl/data/datasets.py).
+  c.data.in_memory_max_mb = 1024
+  # Processes that read and decode batches of streamed or encoded images
+  # (deepl/data/pipeline.py): -1, one per core but one (0 for in-memory
+  # arrays); 0, in the training process. Batches are the same for any count.
+  c.data.workers = -1
+  # Encoded images (image_folder): decoded, cropped and resized to this
+  # square size; 'imagenet' normalisation gives float32 (x - mean) / std.
+  c.data.image_size = 224
+  c.data.normalize = 'none'            # 'none' | 'imagenet'
+  # image_folder: the fraction of a split's images that may be unreadable
+  # (skipped with a count) before preparing fails.
+  c.data.max_unreadable = 0.001
+  # text_files streamed from disk: the tokenizer learns from this much text.
+  c.data.tokenizer_sample_mb = 32.0
   # Text: the tokenizer is built from the train split on the first run and
   # saved in workdir/tokenizer, so eval, resumes and sampling reuse it.
   c.data.tokenizer = 'char'            # 'char' | 'word' | 'sentencepiece' | 'hf:PATH'
@@ -211,7 +231,7 @@ def validate(config: config_dict.ConfigDict) -> None:
   positive = ('train.batch_size', 'train.num_steps', 'train.log_every_steps',
               'eval.every_steps', 'checkpoint.every_steps', 'checkpoint.keep',
               'data.vocab_size', 'data.min_count', 'data.max_length', 'data.max_source',
-              'data.context', 'data.max_target')
+              'data.context', 'data.max_target', 'data.image_size')
   for key in positive:
     if given[key] <= 0:
       raise UserError(f'config.{key}={given[key]} must be a positive integer')
@@ -226,9 +246,22 @@ def validate(config: config_dict.ConfigDict) -> None:
   if config.train.compute_dtype not in COMPUTE_DTYPES:
     raise UserError(f'config.train.compute_dtype={config.train.compute_dtype!r}: use one of '
                     f'{", ".join(COMPUTE_DTYPES)}')
-  for key in ('sort_window', 'prefetch'):
+  for key in ('sort_window', 'prefetch', 'in_memory_max_mb'):
     if config.data[key] < 0:
       raise UserError(f'config.data.{key}={config.data[key]} must be >= 0 (0 turns it off)')
+  if config.data.workers < -1:
+    raise UserError(f'config.data.workers={config.data.workers}: use -1 (one per core), '
+                    '0 (in the training process) or a number of worker processes')
+  if config.data.tokenizer_sample_mb <= 0:
+    raise UserError(f'config.data.tokenizer_sample_mb={config.data.tokenizer_sample_mb} must '
+                    'be positive')
+  if not 0 <= config.data.max_unreadable <= 1:
+    raise UserError(f'config.data.max_unreadable={config.data.max_unreadable} must be a '
+                    'fraction in [0, 1]')
+  if config.data.normalize not in images.NORMALIZATIONS:
+    raise UserError(f'config.data.normalize={config.data.normalize!r} is unknown'
+                    f'{suggest(config.data.normalize, images.NORMALIZATIONS)}; use one of '
+                    f'{", ".join(images.NORMALIZATIONS)}')
   sizes = [config.mesh[axis] for axis in ('data', 'fsdp', 'tensor')]
   if sum(size == -1 for size in sizes) > 1 or any(size == 0 or size < -1 for size in sizes):
     raise UserError(f'config.mesh data={sizes[0]}, fsdp={sizes[1]}, tensor={sizes[2]}: give '

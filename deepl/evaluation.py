@@ -21,15 +21,17 @@ def eval_step(state, batch, *, task, axis_name=None):
 class Evaluator:
   """`evaluator(state, source)`: the task's metrics over all of `source`, each example once."""
 
-  def __init__(self, task, runner, batch_size: int):
+  def __init__(self, task, runner, batch_size: int, workers: int = 0):
     self._task, self._runner, self._batch_size = task, runner, batch_size
+    self._workers = workers  # data.workers: decode a streamed split's batches in parallel
     self._step = runner.compile_eval(functools.partial(eval_step, task=task))
 
   def __call__(self, state, source) -> dict:
     sums = None
     for batch in data_lib.eval_batches(source, global_batch_size=self._batch_size,
                                        process_index=jax.process_index(),
-                                       process_count=jax.process_count()):
+                                       process_count=jax.process_count(),
+                                       workers=self._workers):
       out = self._step(state, self._runner.put_batch(batch))
       if self._runner.sync_each_step:
         jax.block_until_ready(out)

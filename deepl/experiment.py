@@ -10,6 +10,7 @@ kind of problem is the task's (deepl/tasks/): this file names none.
 
 import dataclasses
 import functools
+import json
 import math
 from typing import Any
 
@@ -26,6 +27,7 @@ from deepl import parallel
 from deepl import pretrained
 from deepl import tasks
 from deepl import workdir as workdir_lib
+from deepl.data import datasets
 from deepl.data import tokenizers
 from deepl.errors import UserError
 from deepl.state import init_state
@@ -57,7 +59,8 @@ class Experiment:
     return data_lib.train_iterator(
         self.train_source, global_batch_size=self.config.train.batch_size,
         seed=self.config.seed, sort_window=data.sort_window, prefetch=data.prefetch,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        workers=data.workers, process_index=jax.process_index(),
+        process_count=jax.process_count())
 
   def initial_state(self, runner, tx=None) -> TrainState:
     """The state at step 0, from config.seed, placed by `runner` (tx: default the experiment's)."""
@@ -71,7 +74,9 @@ def build(config, workdir: str) -> Experiment:
   in workdir/tokenizer."""
   dataset = _prepare_dataset(config)
   tokenizer = _tokenizer(config, dataset, workdir) if dataset.has_texts else None
-  splits = tasks.get(config.task).make_sources(config, dataset, tokenizer)
+  # Process 0 first: a big text_files corpus is tokenized once, then read by all.
+  splits = _process_0_first(
+      lambda: tasks.get(config.task).make_sources(config, dataset, tokenizer), 'sources made')
   task, init_task = make_task(config, num_classes=dataset.num_classes, tokenizer=tokenizer)
   tx = optim.make_optimizer(config.optim, config.train.num_steps)
   return Experiment(config, dataset, splits, tokenizer, task, init_task, tx)
@@ -114,15 +119,67 @@ def make_task(config, *, num_classes: int | None, tokenizer) -> tuple[Any, Any]:
   return init_task, init_task
 
 
+CLASSES_FILE = 'classes.json'
+
+
+def save_classes(names, workdir: str) -> None:
+  """workdir/classes.json: the class names in label order, for `deepl predict`."""
+  (workdir_lib.path(workdir) / CLASSES_FILE).write_text(json.dumps(list(names), indent=1))
+
+
+def load_classes(workdir: str):
+  """The class names a run saved, else None."""
+  path = workdir_lib.path(workdir) / CLASSES_FILE
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def declared_data(config, workdir: str | None = None):
+  """(image shape or None, number of classes or None, class names or None, ImagePreprocess or
+  None) of config's data, from its builder's declared features: nothing is read or prepared.
+
+  An image_folder's classes are those the run in `workdir` saved (else
+  config.model.num_classes); its images are stored encoded, and the
+  ImagePreprocess (eval crop) makes them the model's input.
+  """
+  name = config.data.name
+  features = ({} if name in datasets.OWN_DATA else datasets.get_builder(
+      name, config.data.data_dir, config.data.manual_dir).info.features)
+  image_shape = tuple(features['image'].shape) if 'image' in features else None
+  preprocess = None
+  if image_shape == ():
+    preprocess = image_preprocess(config).replace(augment='none')
+    image_shape = preprocess.shape
+  names = datasets.LABEL_NAMES.get(name) or (load_classes(workdir) if workdir else None)
+  num_classes = datasets.NUM_CLASSES.get(name) or (len(names) if names else None)
+  if image_shape and not num_classes:
+    num_classes = config.model.get('num_classes')
+  return image_shape, num_classes, tuple(names) if names else None, preprocess
+
+
+def image_preprocess(config) -> data_lib.ImagePreprocess:
+  """How encoded images become arrays for this config (the train split's augmentation)."""
+  data = config.data
+  augment = data.augment if data.augment in data_lib.HOST_AUGMENTATIONS else 'none'
+  return data_lib.ImagePreprocess(size=data.image_size, augment=augment, normalize=data.normalize)
+
+
 def _prepare_dataset(config):
   """Process 0 prepares first, so hosts sharing a data_dir never race on it."""
-  get = functools.partial(data_lib.get_dataset, config.data.name,
-                          data_dir=config.data.data_dir, manual_dir=config.data.manual_dir)
+  data = config.data
+  get = functools.partial(
+      data_lib.get_dataset, data.name, data_dir=data.data_dir, manual_dir=data.manual_dir,
+      in_memory_max_mb=data.in_memory_max_mb, image=image_preprocess(config),
+      max_unreadable=data.max_unreadable, tokenizer_sample_mb=data.tokenizer_sample_mb)
+  return _process_0_first(get, 'dataset prepared')
+
+
+def _process_0_first(make, what: str):
+  """make() on process 0, then, once it is done, on the others (which find its files)."""
   if jax.process_count() == 1:
-    return get()
-  dataset = get() if jax.process_index() == 0 else None
-  multihost_utils.sync_global_devices('deepl: dataset prepared')
-  return dataset or get()
+    return make()
+  made = make() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices(f'deepl: {what}')
+  return made if jax.process_index() == 0 else make()
 
 
 def _tokenizer(config, dataset, workdir: str):

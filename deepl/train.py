@@ -103,6 +103,8 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
   # --- Input -----------------------------------------------------------------
   exp = experiment_lib.build(config, workdir)
   _check_batch_fits(config, exp)
+  if primary and exp.dataset.label_names:  # what `deepl predict` names the classes
+    experiment_lib.save_classes(exp.dataset.label_names, workdir)
   train_iter = exp.train_iterator()
 
   # --- Model -----------------------------------------------------------------
@@ -122,7 +124,8 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
       train_step, task=exp.task, tx=exp.tx, skip_nonfinite=not stop_on_nonfinite))
 
   # --- Evals -----------------------------------------------------------------
-  evaluate = evaluation.Evaluator(exp.task, runner, config.eval.batch_size or batch_size)
+  evaluate = evaluation.Evaluator(exp.task, runner, config.eval.batch_size or batch_size,
+                                  workers=config.data.workers)
 
   # --- Loop ------------------------------------------------------------------
   if primary:
@@ -175,6 +178,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool) -> dict
         _stop_if_nonfinite(window, step, ckpt)
       ckpt.save(step, runner.to_saveable(state), train_iter, {'window': window.total()})
 
+  train_iter.close()  # its worker processes, if any, end here
   ckpt.close()
   writer.close()
   if preemption.requested and step < num_steps:

@@ -89,7 +89,8 @@ def test_a_fifth_task_trains_end_to_end(residue_task, tfds_data_dir, tmp_path, c
 
 def test_task_options_are_the_union_of_the_tasks(residue_task):
   options = config_lib.default_config().task_options.to_dict()
-  assert options == {'mask_rate': 0.15, 'beam_size': 1, 'length_penalty': 0.6, 'modulus': 2}
+  assert options == {'label_smoothing': 0.0, 'mask_rate': 0.15, 'beam_size': 1,
+                     'length_penalty': 0.6, 'modulus': 2}
 
 
 def test_tasks_must_agree_on_a_shared_option_default(monkeypatch):
@@ -102,7 +103,9 @@ def test_tasks_must_agree_on_a_shared_option_default(monkeypatch):
 
 @pytest.mark.parametrize('task,options,needle', [
     ('classification', dict(beam_size=4),
-     "config.task_options.beam_size=4: task 'classification' does not take it (its options: none)"),
+     "config.task_options.beam_size=4: task 'classification' does not take it (its options: "
+     'label_smoothing)'),
+    ('classification', dict(label_smoothing=1.0), 'task_options.label_smoothing=1.0: use a share'),
     ('masked_lm', dict(length_penalty=1.0),
      "task 'masked_lm' does not take it (its options: mask_rate)"),
     ('seq2seq', dict(beam_size=0), 'task_options.beam_size=0: use 1'),
@@ -131,7 +134,7 @@ def test_config_json_records_the_task_own_options():
   config.task = 'masked_lm'
   assert json.loads(config_lib.to_json(config))['task_options'] == {'mask_rate': 0.4}
   config.task = 'classification'
-  assert json.loads(config_lib.to_json(config))['task_options'] == {}
+  assert json.loads(config_lib.to_json(config))['task_options'] == {'label_smoothing': 0.0}
 
 
 # What deepl wrote before task_options and data.max_source (a dates run's config.json).
@@ -163,6 +166,10 @@ def test_every_task_shares_the_cross_entropy_sums():
   np.testing.assert_allclose(sums['loss'], -np.log(0.7) - np.log(0.3), rtol=1e-6)
   for name, task in tasks.TASKS.items():
     assert issubclass(task, tasks.Task), name
+  # Label smoothing 0.1 over 3 classes: targets (0.9 + 0.1/3) on the label, 0.1/3 elsewhere.
+  smoothed = common.cross_entropy_sums(logits[:1], jnp.array([0]), jnp.ones(1), label_smoothing=0.1)
+  targets = np.array([0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3])
+  np.testing.assert_allclose(smoothed['loss'], -(targets * np.log([0.7, 0.2, 0.1])).sum(), rtol=1e-6)
 
 
 def test_every_task_declares_its_batch_spec():

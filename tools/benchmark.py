@@ -52,7 +52,6 @@ from deepl import sharding
 from deepl import tasks
 from deepl import train
 from deepl.cli import main as cli
-from deepl.data import datasets
 from deepl.errors import UserError
 
 flags.DEFINE_integer('steps', 20, 'Steps per timed window.')
@@ -129,9 +128,7 @@ def text_vocab_size(config, vocab_size: int | None = None) -> int:
 
 def synthetic_experiment(config, vocab_size: int | None = None) -> experiment.Experiment:
   """The `experiment.build` of `config` with random data in place of the data set."""
-  features = datasets.get_builder(config.data.name).info.features  # no download
-  num_classes = datasets.NUM_CLASSES.get(config.data.name)
-  image_shape = tuple(features['image'].shape) if 'image' in features else None
+  image_shape, num_classes, _, _ = experiment.declared_data(config)  # no download
   tokenizer = None if image_shape else SyntheticTokenizer(text_vocab_size(config, vocab_size),
                                                           config.data.tokenizer)
   spec = tasks.get(config.task).batch_spec(config, image_shape=image_shape,

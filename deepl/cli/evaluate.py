@@ -57,7 +57,8 @@ def evaluate_run(config, workdir: str, *, split: str | None = None,
   state = runner.from_saveable(fresh.replace(step=np.int32(step), params=params,
                                              model_state=variables))
   evaluate = evaluation.Evaluator(exp.task, runner,
-                                  config.eval.batch_size or config.train.batch_size)
+                                  config.eval.batch_size or config.train.batch_size,
+                                  workers=config.data.workers)
   return split, step, evaluate(state, exp.splits[split])
 
 

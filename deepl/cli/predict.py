@@ -30,7 +30,6 @@ import jax
 import numpy as np
 
 from deepl.data import audio_io
-from deepl.data import datasets
 from deepl.data import seq2seq_text
 from deepl.data import text as text_lib
 from deepl.errors import UserError
@@ -76,7 +75,9 @@ def predict(config, workdir: str, inputs: list[str], *, beam_size: int | None = 
       raise UserError(f'--beam_size is for seq2seq and ctc runs; {workdir} holds a classifier')
     config.task_options.beam_size = beam_size
   trained = trained_run.load(workdir, config, step)
-  if trained.image_shape:
+  if trained.preprocess:
+    rows = {'image': _read_encoded(inputs, trained.preprocess)}
+  elif trained.image_shape:
     rows = {'image': _read_images(inputs, trained.image_shape)}
   elif trained.is_audio:
     rows = _read_waves(inputs, trained.config)
@@ -125,22 +126,38 @@ def _seq2seq_rows(trained, ids) -> dict:
   return {'inputs': source.inputs, 'input_length': source.input_length}
 
 
-def _read_images(paths, shape) -> np.ndarray:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  height, width, channels = shape
-  out = np.zeros((len(paths), *shape), np.uint8)
+def _each_image(paths, read) -> np.ndarray:
+  """np.stack of read(path) for each path; a file that fails is one UserError naming it."""
+  out = []
   for index, path in enumerate(paths):
     try:
-      with Image.open(os.path.expanduser(path)) as image:
-        image = image.convert('L' if channels == 1 else 'RGB')
-        if image.size != (width, height):
-          image = image.resize((width, height), Image.Resampling.BILINEAR)
-        out[index] = np.asarray(image).reshape(shape)
+      out.append(read(os.path.expanduser(path)))
     except (OSError, ValueError) as err:  # missing, unreadable, not an image
       reason = str(err).splitlines()[0] if str(err) else type(err).__name__
       raise UserError(f'{_where(index, len(paths))}: cannot read an image from {path!r} '
                       f'({reason})') from None
-  return out
+  return np.stack(out)
+
+
+def _read_encoded(paths, preprocess) -> np.ndarray:
+  """Image files as an encoded-image run's eval saw them (crop, resize, normalisation)."""
+  def read(path):
+    with open(path, 'rb') as f:
+      return preprocess(f.read())
+  return _each_image(paths, read)
+
+
+def _read_images(paths, shape) -> np.ndarray:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  height, width, channels = shape
+
+  def read(path):
+    with Image.open(path) as image:
+      image = image.convert('L' if channels == 1 else 'RGB')
+      if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+      return np.asarray(image).reshape(shape)
+  return _each_image(paths, read)
 
 
 def _read_waves(paths, config) -> dict:
@@ -190,6 +207,6 @@ def _probabilities(task, variables, batch):
 
 def _classify(trained, batch) -> list[str]:
   probs = np.asarray(_probabilities(trained.task, trained.variables, batch))
-  names = datasets.LABEL_NAMES.get(trained.config.data.name)
+  names = trained.label_names
   best = probs.argmax(-1)
   return [f'{names[c] if names else c}\t{p[c]:.4f}' for c, p in zip(best, probs)]

@@ -39,10 +39,13 @@ def random_crop_flip(rng: jax.Array, image: jax.Array, *,
 
 
 # 'crop' without the flip is for digits, where a mirrored 2 is not a 2.
+# 'inception_crop' runs on the host as encoded images are decoded
+# (deepl.data.images): nothing is left to do in the step.
 AUGMENTATIONS = {
     'none': None,
     'crop': random_crop,
     'crop_flip': random_crop_flip,
+    'inception_crop': None,
 }
 
 

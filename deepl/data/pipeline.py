@@ -17,10 +17,26 @@ so short batches cost less and jit still compiles only a few shapes; the
 models mask padding, so the cut changes no result. With `sort_window=W`, each
 epoch's permutation is also sorted by length within chunks of W global batches
 and those batches are shuffled: batches of similar lengths, little padding.
+
+Sources that augment on the host (`source.random`, e.g. an Inception crop of
+a JPEG) get one key per row, (seed, the row's position in the stream): a
+batch is a function of (seed, step) alone.
+
+With `workers=N > 0`, batches are made in N Grain worker processes
+(`mp_prefetch`): worker i makes batches i, i + N, ... and they are taken in
+turn, so the batches are the same, bit for bit, for any N. The iterator's
+state is still the next step ({'next_index': k}); resuming starts the workers
+at step k. Workers ignore SIGINT/SIGTERM (the main process stops them after
+saving) and exit on their own when the main process dies, even by kill -9.
 """
 
+import functools
 import math
+import os
+import signal
 import sys
+import threading
+import time
 
 import grain
 import numpy as np
@@ -93,6 +109,13 @@ def _sort_chunks(perm, lengths, rng, *, start: int, chunk: int, block: int):
   return out
 
 
+# Above this many rows an epoch's permutation is not held as an array (8 bytes a
+# row: 2.6 GB for the stride-1 windows of a 320M-token corpus, twice over), but
+# computed per index by Grain's index_shuffle (a Feistel network, O(1) memory).
+# The order depends only on (seed, size), so both data paths share it.
+LAZY_PERMUTATION_ROWS = 1 << 24
+
+
 class _EpochPermutations:
   """perm(seed, epoch), keeping the last two (a batch can straddle two).
 
@@ -109,6 +132,17 @@ class _EpochPermutations:
     self._lengths = lengths if sort_window else None
     self._chunk = sort_window * global_batch
     self._block = global_batch
+    self._lazy = size > LAZY_PERMUTATION_ROWS and self._lengths is None
+
+  def _epoch_seed(self, epoch: int) -> int:
+    return int(np.random.SeedSequence([self._seed, epoch]).generate_state(1)[0])
+
+  def _lazy_rows(self, start: int, stop: int) -> np.ndarray:
+    shuffle = grain.experimental.index_shuffle
+    epochs, within = np.divmod(np.arange(start, stop, dtype=np.int64), self._size)
+    seeds = {e: self._epoch_seed(e) for e in np.unique(epochs).tolist()}
+    return np.array([shuffle(i, max_index=self._size - 1, seed=seeds[e], rounds=4)
+                     for i, e in zip(within.tolist(), epochs.tolist())], np.int64)
 
   def __call__(self, epoch: int) -> np.ndarray:
     perm = self._cache.get(epoch)
@@ -128,6 +162,8 @@ class _EpochPermutations:
 
   def rows(self, start: int, stop: int) -> np.ndarray:
     """stream[start:stop], at most two epochs' worth."""
+    if self._lazy:
+      return self._lazy_rows(start, stop)
     first, last = start // self._size, (stop - 1) // self._size
     if first == last:
       offset = first * self._size
@@ -140,23 +176,115 @@ class _EpochPermutations:
 class _TrainBatch:
   """Maps a step number to this process's batch of that step."""
 
-  def __init__(self, source, order, global_batch, local_batch, process_index):
+  def __init__(self, source, order, global_batch, local_batch, process_index, seed):
     self._source = source
     self._order = order
     self._offset = process_index * local_batch
     self._global_batch = global_batch
     self._local_batch = local_batch
+    self._seed = int(seed) % 2**63
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     first = step * self._global_batch
     global_rows = self._order.rows(first, first + self._global_batch)
     rows = global_rows[self._offset:self._offset + self._local_batch]
+    if getattr(self._source, 'random', False):
+      start = first + self._offset  # the rows' positions in the global stream
+      keys = [(self._seed, start + j) for j in range(len(rows))]
+      return self._source.gather(rows, keys)
     return _gather_bucketed(self._source, rows, global_rows)
+
+
+AUTO_WORKERS = -1
+
+
+def resolve_workers(workers: int, source) -> int:
+  """data.workers: -1 (auto) is one per core but one, at most 16, for a source that decodes
+  (`source.parallel`), and 0 for an in-memory array (a gather costs less than a hand-off)."""
+  if workers != AUTO_WORKERS:
+    return workers
+  if not getattr(source, 'parallel', False):
+    return 0
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  return max(1, min(16, (cores or 1) - 1))
+
+
+def _exit_with_parent(parent: int, worker_index: int, worker_count: int) -> None:
+  """In each worker: leave signals to the main process `parent`, and exit when it is gone.
+
+  `parent` is the pid the main process passed, not os.getppid() here: a
+  parent killed while the worker was still importing has already been
+  replaced by the process that adopted it.
+  """
+  del worker_index, worker_count
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+  def watch():
+    while os.getppid() == parent:  # a dead parent's children are adopted: the ppid changes
+      time.sleep(0.25)
+    os._exit(0)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, daemon=True, name='deepl-parent-watch').start()
+
+
+class WorkerBatches:
+  """batch_fn(k) for k in [start, stop), made by `workers` Grain processes, in order.
+
+  An iterator with `get_state()` -> {'next_index': k} and `set_state`, like
+  Grain's own over a range of steps, so checkpoints do not depend on the
+  worker count. The workers start on the first `next` and stop on `close`,
+  `set_state` or the process's exit.
+  """
+
+  def __init__(self, batch_fn, *, stop: int, workers: int, start: int = 0, buffer: int = 2):
+    if workers < 1:
+      raise ValueError(f'workers {workers} must be >= 1')
+    self._fn, self._stop, self._workers, self._buffer = batch_fn, stop, workers, buffer
+    self._next = start
+    self._it = None
+
+  def _start(self):
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    if not flags.FLAGS.is_parsed():  # grain reads its options from absl flags
+      flags.FLAGS.mark_as_parsed()
+    steps = grain.MapDataset.range(self._next, self._stop).map(self._fn)
+    options = grain.MultiprocessingOptions(
+        num_workers=self._workers, per_worker_buffer_size=self._buffer)
+    self._it = iter(steps.to_iter_dataset().mp_prefetch(
+        options, worker_init_fn=functools.partial(_exit_with_parent, os.getpid())))
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._next >= self._stop:
+      raise StopIteration
+    if self._it is None:
+      self._start()
+    batch = next(self._it)
+    self._next += 1
+    return batch
+
+  def get_state(self) -> dict:
+    return {'next_index': self._next}
+
+  def set_state(self, state: dict) -> None:
+    self.close()
+    self._next = int(state['next_index'])
+
+  def close(self) -> None:
+    if getattr(self, '_it', None) is not None:
+      self._it.close()
+      self._it = None
+
+  def __del__(self):
+    self.close()
 
 
 def train_iterator(source, *, global_batch_size: int, seed: int,
                    process_index: int = 0, process_count: int = 1,
-                   sort_window: int = 0, prefetch: int = 0) -> grain.DatasetIterator:
+                   sort_window: int = 0, prefetch: int = 0, workers: int = 0):
   """An endless, checkpointable iterator over this process's train batches.
 
   Args:
@@ -171,11 +299,15 @@ def train_iterator(source, *, global_batch_size: int, seed: int,
     prefetch: batches to prepare ahead in a background thread. 0 (default)
       makes them on demand: an in-memory batch costs ~0.1 ms, less than a
       thread hand-off, and a thread competes with XLA for the 2 cores here.
+    workers: batches made in this many worker processes (0: in this one;
+      -1: `resolve_workers`). The batches are the same for any count.
 
   Returns:
-    A `grain.DatasetIterator` of {'image': uint8 (b, H, W, C), 'label': int32
-    (b,)}. `get_state()` / `set_state()` resume it exactly, and it works with
-    `grain.checkpoint.CheckpointSave` / `CheckpointRestore` in Orbax.
+    An iterator of {'image': uint8 (b, H, W, C), 'label': int32 (b,)} (or
+    the source's fields). `get_state()` / `set_state()` resume it exactly.
+    Without workers it is a `grain.DatasetIterator`, which also works with
+    `grain.checkpoint.CheckpointSave` / `CheckpointRestore` in Orbax; with
+    workers, a `WorkerBatches`.
   """
   _check_process(process_index, process_count)
   local = local_batch_size(global_batch_size, process_count)
@@ -185,9 +317,12 @@ def train_iterator(source, *, global_batch_size: int, seed: int,
     raise UserError(f'sort_window {sort_window} must be >= 0')
   order = _EpochPermutations(len(source), seed, lengths=_lengths(source),
                              sort_window=sort_window, global_batch=global_batch_size)
-  batch_fn = _TrainBatch(source, order, global_batch_size, local, process_index)
+  batch_fn = _TrainBatch(source, order, global_batch_size, local, process_index, seed)
+  workers = resolve_workers(workers, source)
   # The index is the step number: resuming at step k is `next_index = k`, and
   # the whole state is that one integer.
+  if workers:
+    return WorkerBatches(batch_fn, stop=sys.maxsize // global_batch_size, workers=workers)
   steps = grain.MapDataset.range(sys.maxsize // global_batch_size)
   read_options = grain.ReadOptions(num_threads=1 if prefetch else 0,
                                    prefetch_buffer_size=prefetch)
@@ -203,37 +338,49 @@ class EvalBatches:
   """
 
   def __init__(self, source, *, global_batch_size: int, process_index: int = 0,
-               process_count: int = 1):
+               process_count: int = 1, workers: int = 0):
     _check_process(process_index, process_count)
     self._source = source
     self._global_batch = global_batch_size
     self._local_batch = local_batch_size(global_batch_size, process_count)
     self._offset = process_index * self._local_batch
+    self._workers = resolve_workers(workers, source)
 
   def __len__(self) -> int:
     return math.ceil(len(self._source) / self._global_batch)
 
-  def __iter__(self):
+  def __call__(self, k: int) -> dict[str, np.ndarray]:
+    """Batch k of this process."""
     size, b = len(self._source), self._local_batch
-    for k in range(len(self)):
-      first = k * self._global_batch
-      start = min(first + self._offset, size)
-      stop = min(start + b, size)
-      batch = _gather_bucketed(self._source, np.arange(start, stop),
-                               np.arange(first, min(first + self._global_batch, size)))
-      real = stop - start
-      if real < b:
-        batch = {key: np.concatenate(
-            [value, np.zeros((b - real,) + value.shape[1:], value.dtype)])
-                 for key, value in batch.items()}
-      mask = np.zeros(b, np.float32)
-      mask[:real] = 1
-      batch['mask'] = mask
-      yield batch
+    first = k * self._global_batch
+    start = min(first + self._offset, size)
+    stop = min(start + b, size)
+    batch = _gather_bucketed(self._source, np.arange(start, stop),
+                             np.arange(first, min(first + self._global_batch, size)))
+    real = stop - start
+    if real < b:
+      batch = {key: np.concatenate(
+          [value, np.zeros((b - real,) + value.shape[1:], value.dtype)])
+               for key, value in batch.items()}
+    mask = np.zeros(b, np.float32)
+    mask[:real] = 1
+    batch['mask'] = mask
+    return batch
+
+  def __iter__(self):
+    if not self._workers:
+      yield from map(self, range(len(self)))
+      return
+    batches = WorkerBatches(self, stop=len(self), workers=self._workers)
+    try:
+      yield from batches
+    finally:
+      batches.close()
 
 
 def eval_batches(source, *, global_batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> EvalBatches:
+                 process_count: int = 1, workers: int = 0) -> EvalBatches:
   """See `EvalBatches`: {'image', 'label', 'mask' float32 (b,)} batches."""
   return EvalBatches(source, global_batch_size=global_batch_size,
-                     process_index=process_index, process_count=process_count)
+                     process_index=process_index, process_count=process_count,
+                     workers=workers)

@@ -17,6 +17,7 @@ import itertools
 
 import numpy as np
 
+from deepl.data import text_files
 from deepl.errors import UserError
 
 
@@ -198,6 +199,15 @@ def text_splits(dataset, tokenizer, *, kind: str, max_length: int | None = None,
   out = {}
   for name in names:
     split = dataset.splits[name]
+    stride = 1 if name == dataset.train_split else value
+    if isinstance(split, text_files.TextFiles):  # a corpus too big to hold: token shards
+      if kind != 'lm':
+        raise UserError(f'{dataset.name} has no labels and one document per file: use '
+                        "task='causal_lm' with it")
+      out[name] = text_files.token_windows(split, tokenizer, split=name,
+                                           data_dir=dataset.data_dir, context=value,
+                                           stride=stride)
+      continue
     if kind == 'classification' and split.labels is None:
       raise UserError(f'{dataset.name} has no labels to classify: use a '
                       'language-modelling task with it')
@@ -205,7 +215,6 @@ def text_splits(dataset, tokenizer, *, kind: str, max_length: int | None = None,
     if kind == 'classification':
       out[name] = ClassificationTextSource(ids, split.labels, value)
     else:
-      stride = 1 if name == dataset.train_split else value
       flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32)
       source = WindowSource(flat, value, stride)
       if not len(source):  # pylint: disable=g-explicit-length-test

@@ -33,6 +33,10 @@ class TrainedRun:
   variables: Any  # {'params': ..., and e.g. 'batch_stats': ...}, numpy arrays
   step: int
   is_audio: bool = False  # a speech run: its inputs are waveforms
+  # Encoded-image runs (image_folder): how an image file becomes a model input
+  # (the eval crop and normalisation); None for arrays.
+  preprocess: Any = None
+  label_names: tuple[str, ...] | None = None
 
 
 def load(workdir: str, config=None, step: int | None = None) -> TrainedRun:
@@ -42,14 +46,16 @@ def load(workdir: str, config=None, step: int | None = None) -> TrainedRun:
   """
   config = config or config_lib.load_run_config(workdir)
   kernels.resolve_config(config, again=True)  # this process's platform picks
-  # The builder's declared features: no data is read or prepared.
-  features = datasets.get_builder(config.data.name, config.data.data_dir).info.features
-  image_shape = tuple(features['image'].shape) if 'image' in features else None
+  image_shape, num_classes, label_names, preprocess = experiment.declared_data(config, workdir)
+  # The builder's declared features (no data is read or prepared): a speech run's inputs
+  # are waveforms, and every run on texts or transcripts saved its tokenizer (one without
+  # fails here, saying so).
+  features = ({} if config.data.name in datasets.OWN_DATA else
+              datasets.get_builder(config.data.name, config.data.data_dir).info.features)
   is_audio = 'audio' in features
-  # Every run on texts or transcripts saved its tokenizer: one without fails here, saying so.
   has_texts = not image_shape and (not is_audio or 'text' in features)
   tokenizer = tokenizers.load(workdir_lib.path(workdir) / 'tokenizer') if has_texts else None
-  task, _ = experiment.make_task(config, num_classes=datasets.NUM_CLASSES.get(config.data.name),
-                                 tokenizer=tokenizer)
+  task, _ = experiment.make_task(config, num_classes=num_classes, tokenizer=tokenizer)
   step, variables = checkpoint.read_variables(workdir_lib.path(workdir) / 'checkpoints', step)
-  return TrainedRun(config, tokenizer, image_shape, task, variables, step, is_audio)
+  return TrainedRun(config, tokenizer, image_shape, task, variables, step, is_audio, preprocess,
+                    label_names)

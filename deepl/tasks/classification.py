@@ -7,6 +7,11 @@ training, augmented as data.augment says. Texts: {'tokens': int (b, T),
 Speech: {'audio': int16 (b, n), 'length': int (b,) samples, 'label'} and
 model(log-mel features, frames, train=...), the features computed in the step
 (deepl/tasks/speech_inputs.py). Eval batches padded to a fixed size add a 'mask' (b,).
+
+task_options.label_smoothing (0 by default; 0.1 in
+experiments/imagenet_resnet50.py) trains on targets (1 - a) one-hot + a /
+classes; the train rows' loss is that smoothed loss, evaluation's the plain
+cross-entropy.
 """
 
 import jax
@@ -23,14 +28,24 @@ from deepl.tasks.base import Task
 
 class ClassificationTask(Task):
 
-  def __init__(self, model, *, augment: str = 'none'):
+  OPTIONS = {'label_smoothing': 0.0}
+
+  def __init__(self, model, *, augment: str = 'none', label_smoothing: float = 0.0):
     super().__init__(model)
     self.augment = augment
+    self.label_smoothing = label_smoothing
+
+  @classmethod
+  def check(cls, config) -> None:
+    smoothing = config.task_options.label_smoothing
+    if not 0.0 <= smoothing < 1.0:
+      raise UserError(f'task_options.label_smoothing={smoothing!r}: use a share in [0, 1); '
+                      'ImageNet recipes use 0.1')
 
   @classmethod
   def from_config(cls, model, config, tokenizer):
     del tokenizer
-    return cls(model, augment=config.data.augment)
+    return cls(model, augment=config.data.augment, **cls.options(config))
 
   @classmethod
   def make_sources(cls, config, dataset, tokenizer) -> dict:
@@ -54,16 +69,23 @@ class ClassificationTask(Task):
   def batch_spec(cls, config, *, image_shape, num_classes, vocab_size) -> dict:
     label = ((), np.int32, 0, num_classes or 2)
     if image_shape is not None:
+      if config.data.normalize != 'none':  # float32 from the pipeline, about N(0, 1)
+        return {'image': (tuple(image_shape), np.float32, -2, 2), 'label': label}
       return {'image': (tuple(image_shape), np.uint8, 0, 256), 'label': label}
     return text_batch_spec(config, vocab_size) | {'label': label}
 
   def model_inputs(self, batch, augment_rng=None) -> tuple:
-    """(images in [0, 1],), (tokens, lengths) or (log-mels, frames); augmented where a key is given."""
+    """(images,), (tokens, lengths) or (log-mels, frames); augmented where a key is given.
+
+    uint8 images are scaled to [0, 1]; float ones come normalised from the
+    pipeline (data.normalize) and are used as they are.
+    """
     if 'tokens' in batch:
       return batch['tokens'], batch['length']
     if 'audio' in batch:
       return speech_inputs.features(batch, augment=self.augment, augment_rng=augment_rng)
-    images = batch['image'].astype(jnp.float32) / 255.0
+    images = batch['image']
+    images = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
     if augment_rng is not None and self.augment != 'none':
       images = augment_lib.augment_batch(augment_rng, images, self.augment)
     return (images,)
@@ -74,7 +96,8 @@ class ClassificationTask(Task):
         self.model, params, model_state, *self.model_inputs(batch, augment_rng),
         dropout_rng=dropout_rng)
     weight = jnp.ones(batch['label'].shape, jnp.float32)
-    return common.cross_entropy_sums(logits, batch['label'], weight), new_model_state
+    return common.cross_entropy_sums(logits, batch['label'], weight,
+                                     label_smoothing=self.label_smoothing), new_model_state
 
   def eval_sums(self, params, model_state, batch) -> dict:
     logits = common.apply_eval(self.model, params, model_state, *self.model_inputs(batch))

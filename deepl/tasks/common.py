@@ -12,16 +12,21 @@ import optax
 PAD_ID = 0  # the tokenizers keep id 0 for padding
 
 
-def cross_entropy_sums(logits, labels, weight) -> dict:
+def cross_entropy_sums(logits, labels, weight, label_smoothing: float = 0.0) -> dict:
   """{'loss', 'accuracy', 'count'}: weighted sums over every position of `labels`.
 
   Args:
     logits: float (..., V); the loss is computed in float32 whatever their dtype.
     labels: int (...), the right classes or tokens.
     weight: (...) how much each position counts (0 for padding); bool or float.
+    label_smoothing: a > 0 takes the loss against (1 - a) one-hot + a / V.
   """
-  per_position = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels)
+  if label_smoothing:
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    per_position = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+  else:
+    per_position = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), labels)
   weight = weight.astype(jnp.float32)
   correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
   return {'loss': jnp.sum(per_position * weight),

@@ -11,6 +11,8 @@ from deepl.data.builders.cifar10 import Cifar10
 from deepl.data.builders.dates import Dates
 from deepl.data.builders.digits import Digits
 from deepl.data.builders.glue import Glue
+from deepl.data.builders.image_folder import ImageFolder
+from deepl.data.builders.imagenet2012 import Imagenet2012
 from deepl.data.builders.mnist import FashionMNIST
 from deepl.data.builders.mnist import MNIST
 from deepl.data.builders.speech_commands import SpeechCommands
@@ -23,7 +25,8 @@ from deepl.data.builders.tiny_shakespeare import TinyShakespeare
 # 'builder/config' name is TFDS's spelling for one config of a builder.
 BUILDERS = {b.name: b for b in (Digits, MNIST, FashionMNIST, Cifar10,
                                 TinyShakespeare, Dates, SpokenDigits, SpokenNumbers,
-                                SpokenDigit, SpeechCommands)}
+                                SpokenDigit, SpeechCommands, ImageFolder,
+                                Imagenet2012)}
 BUILDERS['glue/sst2'] = functools.partial(Glue, config='sst2')
 # The synthesized speech sets' small configs, for tests and smoke runs.
 BUILDERS['spoken_digits/tiny'] = functools.partial(SpokenDigits, config='tiny')

@@ -1,4 +1,4 @@
-"""The feature spec every image-classification builder here shares."""
+"""The feature specs the image-classification builders here share."""
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -17,3 +17,22 @@ def image_label_info(builder, image_shape, homepage: str):
       disable_shuffling=True,
       homepage=homepage,
   )
+
+
+def encoded_image_info(builder):
+  """`image` as the file's encoded bytes (JPEG, PNG, ...: a string Tensor needs no
+  TensorFlow) and int64 `label`; the class names go in `metadata['classes']`."""
+  return builder.dataset_info_from_configs(
+      features=tfds.features.FeaturesDict({
+          'image': tfds.features.Tensor(shape=(), dtype=np.object_),
+          'label': tfds.features.Tensor(shape=(), dtype=np.int64),
+      }),
+      supervised_keys=('image', 'label'),
+      disable_shuffling=True,  # record i is the i-th file in the source's order
+      metadata=tfds.core.MetadataDict(),
+  )
+
+
+def classes(builder) -> list[str]:
+  """The class names of a prepared encoded-image builder, in label order."""
+  return list(builder.info.metadata['classes'])
