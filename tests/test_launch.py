@@ -6,7 +6,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -87,12 +86,8 @@ def test_one_failed_worker_stops_the_others(tfds_data_dir, tmp_path):
     line = launcher.stdout.readline()
     assert line, 'the launcher ended early'
     pids += [int(p) for p in re.findall(r'worker \d: pid (\d+)', line)]
-  metrics = tmp_path / 'run' / 'metrics.jsonl'
-  deadline = time.time() + 120
-  while not (metrics.exists() and metrics.read_text().strip()):
-    assert time.time() < deadline, 'no training step within 120 s'
-    time.sleep(0.2)
-  os.kill(pids[1], signal.SIGKILL)  # a worker dies
+  # A worker dies while the other starts up (waiting for it is a compile's worth of CPU).
+  os.kill(pids[1], signal.SIGKILL)
   out, _ = launcher.communicate(timeout=60)
   assert launcher.returncode == 128 + signal.SIGKILL
   assert 'worker 1 was killed by SIGKILL: stopping the others' in out

@@ -34,7 +34,9 @@ print(json.dumps(out))
 def _snippets() -> str:
   text = (helpers.ROOT / 'README.md').read_text()
   section = text.split('## Models in your own code', 1)[1].split('\n## ', 1)[0]
-  return '\n'.join(re.findall(r'```python\n(.*?)```', section, re.S))
+  # The Hugging Face snippet needs a downloaded folder: tests/test_huggingface_*.py run it.
+  return '\n'.join(block for block in re.findall(r'```python\n(.*?)```', section, re.S)
+                   if 'huggingface.load' not in block)
 
 
 def test_models_in_your_own_code_snippets_run_as_printed():

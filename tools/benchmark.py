@@ -75,6 +75,7 @@ class SyntheticTokenizer:
   """What the task and model need to know of a tokenizer: its vocabulary."""
   vocab_size: int
   kind: str = 'char'
+  pad_id: int | None = 0  # as deepl's own tokenizers
 
 
 def zipf_tokens(rng: np.random.Generator, low: int, high: int, shape) -> np.ndarray:
