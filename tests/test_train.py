@@ -230,7 +230,6 @@ def _free_port():
     return s.getsockname()[1]
 
 
-@pytest.mark.slow  # tests/test_multihost.py's fsdp run covers two processes by default
 def test_two_processes_match_one(tfds_data_dir, tmp_path):
   args = (f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=30',
           '--config.train.log_every_steps=1', '--config.eval.every_steps=30',
