@@ -25,13 +25,8 @@ from deepl.data.builders import spoken_digit
 from deepl.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-  """Makes an accidental TFDS download fail at once instead of hanging ~3.5 min."""
-  def refuse(self, resource, *args, **kwargs):
-    del self, args, kwargs
-    raise AssertionError(f'test tried to download {resource.url}')
-  monkeypatch.setattr(tfds.download.DownloadManager, '_download', refuse)
+# An accidental TFDS download fails at once (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures('no_network')
 
 
 def prepare(name: str, data_dir, manual_dir=None):

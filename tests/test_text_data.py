@@ -22,13 +22,8 @@ SST2_COUNTS = {'train': 67349, 'validation': 872, 'test': 1821}
 SHAKESPEARE_CHARS = {'train': 1003854, 'validation': 55770, 'test': 55770}
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-  """Makes an accidental TFDS download fail at once instead of hanging ~3.5 min."""
-  def refuse(self, resource, *args, **kwargs):
-    del self, args, kwargs
-    raise AssertionError(f'test tried to download {resource.url}')
-  monkeypatch.setattr(tfds.download.DownloadManager, '_download', refuse)
+# An accidental TFDS download fails at once (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures('no_network')
 
 
 @pytest.fixture(scope='module')
