@@ -1,9 +1,13 @@
 """Shared by the tests: running the real `deepl` command line, and the matmuls a function traces."""
 
+import contextlib
+import io
 import os
 import pathlib
 import subprocess
 import sys
+import traceback
+from unittest import mock
 
 import jax
 
@@ -26,6 +30,42 @@ def deepl(*args, devices: int | None = None, timeout: float = 300, command: str 
   return subprocess.run([sys.executable, '-m', 'deepl.cli.main', command, *args],
                         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                         env=env_for(devices, **(env or {})), **popen)
+
+
+def deepl_here(*args, command: str = 'train', env: dict | None = None):
+  """`deepl <command> args...` run in this interpreter; returns a CompletedProcess as `deepl`.
+
+  A fresh interpreter spends ~4 s of CPU importing before it does anything: the tests of
+  what the command line says (bad input, a run it refuses) and short one-device runs are
+  run here. What needs its own process stays on `deepl`: other device counts, signals,
+  and anything where the process's own exit is the point.
+  """
+  from deepl.cli import main as cli_main  # pylint: disable=g-import-not-at-top  (imports JAX's users)
+  argv = ['deepl', command, *args]
+  out, err, code = io.StringIO(), io.StringIO(), 0
+  saved_argv = list(sys.argv)  # parse() sets sys.argv, as config_flags reads it
+  with mock.patch.dict(os.environ, env or {}), contextlib.redirect_stdout(out), \
+      contextlib.redirect_stderr(err):
+    _forget_flags(cli_main.FLAGS)
+    try:
+      cli_main.run(argv)
+    except SystemExit as exit_:
+      code = exit_.code if isinstance(exit_.code, int) else 1
+    except Exception:  # pylint: disable=broad-except  (as the interpreter would: a traceback, exit 1)
+      traceback.print_exc(file=err)
+      code = 1
+    finally:
+      _forget_flags(cli_main.FLAGS)
+      sys.argv = saved_argv
+  return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def _forget_flags(flag_values) -> None:
+  """Back to a fresh process's flags: absl keeps the values of the last parse, and
+  config_flags defines one --config.<key> flag per field of the config it loaded."""
+  for name in [n for n in flag_values if n.startswith('config.')]:
+    delattr(flag_values, name)
+  flag_values.unparse_flags()
 
 
 def train_digits(workdir, data_dir, *, steps: int, eval_every: int | None = None,

@@ -37,13 +37,13 @@ def finished_run(tmp_path_factory, tfds_data_dir):
 
 
 def test_missing_config_file(tmp_path):
-  _assert_user_error(helpers.deepl(f'--config={tmp_path}/nope.py'), 'does not exist')
+  _assert_user_error(helpers.deepl_here(f'--config={tmp_path}/nope.py'), 'does not exist')
 
 
 def test_config_without_get_config(tmp_path):
   path = tmp_path / 'exp.py'
   path.write_text('x = 1\n')
-  _assert_user_error(helpers.deepl(f'--config={path}'), 'get_config')
+  _assert_user_error(helpers.deepl_here(f'--config={path}'), 'get_config')
 
 
 @pytest.mark.parametrize('body,needle', [
@@ -64,7 +64,7 @@ def test_get_config_that_fails_is_one_line(tmp_path, body, needle, capsys, monke
 
 
 def test_mistyped_key_suggests(tmp_path):
-  _assert_user_error(helpers.deepl(f'--config={helpers.EXPERIMENTS}/digits_cnn.py',
+  _assert_user_error(helpers.deepl_here(f'--config={helpers.EXPERIMENTS}/digits_cnn.py',
                                    '--config.train.batch_sise=32'),
                      "'train.batch_sise'", "did you mean 'train.batch_size'")
 
@@ -78,11 +78,11 @@ def test_unknown_key_in_experiment_file(tmp_path):
         c.optim.learning_rate = 0.1
         return c
   '''))
-  _assert_user_error(helpers.deepl(f'--config={path}'), "'optim.learning_rate'")
+  _assert_user_error(helpers.deepl_here(f'--config={path}'), "'optim.learning_rate'")
 
 
 def test_wrong_type():
-  _assert_user_error(helpers.deepl('--config.train.batch_size=abc'), 'batch_size')
+  _assert_user_error(helpers.deepl_here('--config.train.batch_size=abc'), 'batch_size')
 
 
 @pytest.mark.parametrize('override,needle', [
@@ -91,7 +91,7 @@ def test_wrong_type():
     ('--config.parallel=pmapp', "did you mean 'pmap'"),
 ])
 def test_bad_values(override, needle):
-  _assert_user_error(helpers.deepl(override), needle)
+  _assert_user_error(helpers.deepl_here(override), needle)
 
 
 @pytest.mark.parametrize('override,needle', [
@@ -102,7 +102,7 @@ def test_bad_values(override, needle):
     ('--config.optim.name=adamm', "did you mean 'adamw'"),
 ])
 def test_unknown_names(tmp_path, tfds_data_dir, override, needle):
-  _assert_user_error(helpers.deepl(override, f'--workdir={tmp_path}/w',
+  _assert_user_error(helpers.deepl_here(override, f'--workdir={tmp_path}/w',
                                    f'--config.data.data_dir={tfds_data_dir}'), needle)
 
 
@@ -112,23 +112,23 @@ def test_unknown_names(tmp_path, tfds_data_dir, override, needle):
     ('shakespeare_lstm.py:lstn', "unknown variant 'lstn' — did you mean 'lstm'?"),
 ])
 def test_unknown_variant(experiment, needle):
-  _assert_user_error(helpers.deepl(f'--config={helpers.EXPERIMENTS}/{experiment}'), needle)
+  _assert_user_error(helpers.deepl_here(f'--config={helpers.EXPERIMENTS}/{experiment}'), needle)
 
 
 def test_overrides_may_come_before_config():
   # config_flags wanted --config first ("Found --config.train... in argv before a value for
   # --config was specified"); the override is applied wherever it was typed.
-  _assert_user_error(helpers.deepl('--config.train.num_steps=-5',
+  _assert_user_error(helpers.deepl_here('--config.train.num_steps=-5',
                                    f'--config={helpers.EXPERIMENTS}/mnist_cnn.py'),
                      'config.train.num_steps=-5 must be a positive integer')
 
 
 def test_stray_argument(tmp_path):
   # Before, absl left these over and the command ran without them.
-  _assert_user_error(helpers.deepl('foo'), "unexpected argument 'foo'")
-  _assert_user_error(helpers.deepl('experiments/mnist_cnn.py'),
+  _assert_user_error(helpers.deepl_here('foo'), "unexpected argument 'foo'")
+  _assert_user_error(helpers.deepl_here('experiments/mnist_cnn.py'),
                      'did you mean --config=experiments/mnist_cnn.py?')
-  _assert_user_error(helpers.deepl(str(tmp_path), command='evaluate'),
+  _assert_user_error(helpers.deepl_here(str(tmp_path), command='evaluate'),
                      f'did you mean --workdir={tmp_path}?')
   assert not list(tmp_path.iterdir())
 
@@ -136,14 +136,15 @@ def test_stray_argument(tmp_path):
 def test_home_in_paths_is_expanded(tmp_path):
   # The shell leaves ~ in --workdir=~/x as it is; a folder named '~' would be made.
   home = {'HOME': str(tmp_path)}
-  _assert_user_error(helpers.deepl('--workdir=~/nothing', command='evaluate', env=home),
+  _assert_user_error(helpers.deepl_here('--workdir=~/nothing', command='evaluate', env=home),
                      f'{tmp_path}/nothing holds no run')
-  _assert_user_error(helpers.deepl('--config.data.manual_dir=~/raw', env=home),
+  _assert_user_error(helpers.deepl_here('--config.data.manual_dir=~/raw', '--workdir=~/w',
+                                        '--config.data.data_dir=~/tfds', env=home),
                      f'manual_dir {tmp_path}/raw is not a folder')
 
 
 def test_width_not_divisible_by_heads(tmp_path, tfds_data_dir):
-  result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/mnist_vit.py', '--config.data.name=digits',
+  result = helpers.deepl_here(f'--config={helpers.EXPERIMENTS}/mnist_vit.py', '--config.data.name=digits',
                          '--config.model.num_heads=3', f'--workdir={tmp_path}/w',
                          f'--config.data.data_dir={tfds_data_dir}')
   _assert_user_error(result, 'width 128 is not divisible by num_heads 3')
@@ -156,7 +157,7 @@ def test_batch_not_divisible_by_devices(tmp_path, tfds_data_dir):
 
 
 def test_manual_dir_without_files(tmp_path):
-  result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/mnist_cnn.py',
+  result = helpers.deepl_here(f'--config={helpers.EXPERIMENTS}/mnist_cnn.py',
                          f'--workdir={tmp_path}/w', f'--config.data.manual_dir={tmp_path}',
                          f'--config.data.data_dir={tmp_path}/tfds')
   _assert_user_error(result, str(tmp_path))
@@ -171,7 +172,7 @@ def test_manual_dir_with_wrong_checksum(tmp_path, shared_data):
   data = bytearray(bad.read_bytes())
   data[100] ^= 0xFF
   bad.write_bytes(bytes(data))
-  result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/mnist_cnn.py',
+  result = helpers.deepl_here(f'--config={helpers.EXPERIMENTS}/mnist_cnn.py',
                          f'--workdir={tmp_path}/w', f'--config.data.manual_dir={manual}',
                          f'--config.data.data_dir={tmp_path}/tfds')
   _assert_user_error(result, 'has sha256', 'expected f7ae60f92e00')
@@ -182,18 +183,18 @@ def test_unwritable_workdir_as_user(tmp_path):
   parent = tmp_path / 'ro'
   parent.mkdir()
   parent.chmod(stat.S_IRUSR | stat.S_IXUSR)
-  _assert_user_error(helpers.deepl(f'--workdir={parent}/run'), 'cannot write')
+  _assert_user_error(helpers.deepl_here(f'--workdir={parent}/run'), 'cannot write')
 
 
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')  # unwritable for root too
-  _assert_user_error(helpers.deepl(f'--workdir={blocker}/run'), 'cannot write', str(blocker))
+  _assert_user_error(helpers.deepl_here(f'--workdir={blocker}/run'), 'cannot write', str(blocker))
 
 
 def test_workdir_of_a_different_model(finished_run, tfds_data_dir):
   before = _tree_digest(finished_run)
-  result = helpers.deepl(f'--workdir={finished_run}', f'--config.data.data_dir={tfds_data_dir}',
+  result = helpers.deepl_here(f'--workdir={finished_run}', f'--config.data.data_dir={tfds_data_dir}',
                          '--config.model.name=resnet20')
   _assert_user_error(result, 'model', '--workdir')
   assert _tree_digest(finished_run) == before
@@ -205,7 +206,7 @@ def test_checkpoint_of_a_different_shape(finished_run, tfds_data_dir, tmp_path):
   os.system(f'cp -r {finished_run} {copy}')
   (copy / 'config.json').unlink()
   before = _tree_digest(copy / 'checkpoints')
-  result = helpers.deepl(f'--workdir={copy}', f'--config.data.data_dir={tfds_data_dir}',
+  result = helpers.deepl_here(f'--workdir={copy}', f'--config.data.data_dir={tfds_data_dir}',
                          '--config.model.name=resnet20')
   _assert_user_error(result, 'different model')
   assert _tree_digest(copy / 'checkpoints') == before
@@ -234,7 +235,7 @@ def test_model_config_is_checked_with_the_rest(model, remat, augment, needle):
 def test_config_is_checked_before_any_data(tmp_path):
   """A bad config fails at once: before a download that can take minutes, and before the
   workdir is made. Were the data prepared first, the missing manual_dir would be the error."""
-  result = helpers.deepl('--config.data.name=mnist', f'--config.data.manual_dir={tmp_path}/none',
+  result = helpers.deepl_here('--config.data.name=mnist', f'--config.data.manual_dir={tmp_path}/none',
                          f'--config.data.data_dir={tmp_path}/tfds', '--config.train.remat=True',
                          f'--workdir={tmp_path}/w')
   _assert_user_error(result, "model 'cnn' has no remat option")
