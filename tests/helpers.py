@@ -32,7 +32,7 @@ def deepl(*args, devices: int | None = None, timeout: float = 300, command: str 
                         env=env_for(devices, **(env or {})), **popen)
 
 
-def deepl_here(*args, command: str = 'train', env: dict | None = None):
+def deepl_here(*args, command: str = 'train', env: dict | None = None, input: str = ''):  # pylint: disable=redefined-builtin
   """`deepl <command> args...` run in this interpreter; returns a CompletedProcess as `deepl`.
 
   A fresh interpreter spends ~4 s of CPU importing before it does anything: the tests of
@@ -44,8 +44,8 @@ def deepl_here(*args, command: str = 'train', env: dict | None = None):
   argv = ['deepl', command, *args]
   out, err, code = io.StringIO(), io.StringIO(), 0
   saved_argv = list(sys.argv)  # parse() sets sys.argv, as config_flags reads it
-  with mock.patch.dict(os.environ, env or {}), contextlib.redirect_stdout(out), \
-      contextlib.redirect_stderr(err):
+  with mock.patch.dict(os.environ, env or {}), mock.patch.object(sys, 'stdin', io.StringIO(input)), \
+      contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     _forget_flags(cli_main.FLAGS)
     try:
       cli_main.run(argv)

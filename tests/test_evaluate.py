@@ -14,7 +14,7 @@ def run(tmp_path_factory, tfds_data_dir):
 
 
 def _evaluate(run, *args):
-  return helpers.deepl(f'--workdir={run}', *args, command='evaluate')
+  return helpers.deepl_here(f'--workdir={run}', *args, command='evaluate')
 
 
 def _logged(run, step):
@@ -49,5 +49,5 @@ def test_evaluate_bad_input(run, args, needle):
 
 
 def test_evaluate_needs_a_run(tmp_path):
-  result = helpers.deepl(f'--workdir={tmp_path}', command='evaluate')
+  result = helpers.deepl_here(f'--workdir={tmp_path}', command='evaluate')
   assert result.returncode == 2 and 'holds no run' in result.stderr, result.stderr

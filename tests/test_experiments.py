@@ -18,7 +18,7 @@ def final_test_row(workdir):
 
 
 def test_default_experiment_reaches_97_percent(tfds_data_dir, tmp_path):
-  result = helpers.deepl(f'--workdir={tmp_path}/run', f'--config.data.data_dir={tfds_data_dir}')
+  result = helpers.deepl_here(f'--workdir={tmp_path}/run', f'--config.data.data_dir={tfds_data_dir}')
   assert result.returncode == 0, result.stderr
   row = final_test_row(tmp_path / 'run')
   assert row['step'] == 1500 and row['accuracy'] >= 0.97

@@ -134,7 +134,7 @@ def test_each_variant_builds_from_a_folder_and_trains(name, bert_folder, gpt2_fo
 
 
 def _train(experiment, folder, workdir, data, tfds_data_dir, *extra):
-  result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/{experiment}', f'--workdir={workdir}',
+  result = helpers.deepl_here(f'--config={helpers.EXPERIMENTS}/{experiment}', f'--workdir={workdir}',
                          f'--config.init_from=hf:{folder}', f'--config.data.manual_dir={data}',
                          f'--config.data.data_dir={tfds_data_dir}', *SHORT, *extra)
   assert result.returncode == 0, result.stderr
@@ -157,10 +157,10 @@ def test_sst2_bert_hf_fine_tunes_predicts_and_exports(bert_folder, shared_data, 
                    'learned_cls': False}
 
   texts = ['a gorgeous , witty , seductive movie .', 'it is dull and far too long .']
-  predicted = helpers.deepl(f'--workdir={workdir}', '--input=-', command='predict',
+  predicted = helpers.deepl_here(f'--workdir={workdir}', '--input=-', command='predict',
                             input='\n'.join(texts))
   assert predicted.returncode == 0, predicted.stderr
-  out = helpers.deepl(f'--workdir={workdir}', f'--out={tmp_path}/exported', command='export')
+  out = helpers.deepl_here(f'--workdir={workdir}', f'--out={tmp_path}/exported', command='export')
   assert out.returncode == 0, out.stderr
   assert 'config.json, model.safetensors, the tokenizer of BertClassifier at step 4' in out.stdout
 
@@ -189,10 +189,10 @@ def test_shakespeare_gpt2_fine_tunes_samples_and_exports(gpt2_folder, shared_dat
 
   # top_k=1 samples greedily: the exported model's generate() must say the same.
   prompt, length = 'ROMEO:', 12
-  sampled = helpers.deepl(f'--workdir={workdir}', f'--prompt={prompt}', f'--length={length}',
+  sampled = helpers.deepl_here(f'--workdir={workdir}', f'--prompt={prompt}', f'--length={length}',
                           '--top_k=1', command='sample')
   assert sampled.returncode == 0, sampled.stderr
-  out = helpers.deepl(f'--workdir={workdir}', f'--out={tmp_path}/exported', command='export')
+  out = helpers.deepl_here(f'--workdir={workdir}', f'--out={tmp_path}/exported', command='export')
   assert out.returncode == 0, out.stderr
   exported, info = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'exported',
                                                                      output_loading_info=True)
@@ -205,7 +205,7 @@ def test_shakespeare_gpt2_fine_tunes_samples_and_exports(gpt2_folder, shared_dat
                                       max_new_tokens=length, pad_token_id=0)
   assert sampled.stdout == prompt + tokenizer.decode(theirs[0, ids.shape[1]:]) + '\n'
 
-  no_out = helpers.deepl(f'--workdir={workdir}', command='export')
+  no_out = helpers.deepl_here(f'--workdir={workdir}', command='export')
   assert no_out.returncode == 2 and no_out.stderr == (
       'deepl: error: deepl export needs --out=DIR: the folder to write the Hugging Face model '
       'into\n')
@@ -264,7 +264,7 @@ def test_a_bad_folder_is_refused_before_any_data(bad, bert_folder, tmp_path):
 def test_a_bad_folder_is_one_line_and_exit_2_from_the_command_line(bad, bert_folder, tmp_path):
   name, folder, needle = _bad_case(bad, bert_folder, tmp_path)
   # Refused before any data is read: there is none here.
-  result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/{name}', f'--workdir={tmp_path}/run',
+  result = helpers.deepl_here(f'--config={helpers.EXPERIMENTS}/{name}', f'--workdir={tmp_path}/run',
                          f'--config.init_from=hf:{folder}',
                          f'--config.data.manual_dir={tmp_path}/no_data')
   lines = [line for line in result.stderr.splitlines() if line.strip()]

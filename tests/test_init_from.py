@@ -67,11 +67,11 @@ def test_cli_fine_tune_start(tmp_path, tfds_data_dir):
   first = tmp_path / 'first'
   args = (f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=3',
           '--config.eval.every_steps=3', '--config.checkpoint.every_steps=3')
-  assert helpers.deepl(f'--workdir={first}', *args).returncode == 0
-  second = helpers.deepl(f'--workdir={tmp_path}/second', f'--config.init_from={first}', *args)
+  assert helpers.deepl_here(f'--workdir={first}', *args).returncode == 0
+  second = helpers.deepl_here(f'--workdir={tmp_path}/second', f'--config.init_from={first}', *args)
   assert second.returncode == 0, second.stderr
   assert f'deepl: parameters from {first}; fresh: none' in second.stdout
-  bad = helpers.deepl(f'--workdir={tmp_path}/third', f'--config.init_from={first}',
+  bad = helpers.deepl_here(f'--workdir={tmp_path}/third', f'--config.init_from={first}',
                       '--config.model.name=resnet20', *args)
   assert bad.returncode == 2 and 'shares no parameter' in bad.stderr
 

@@ -282,7 +282,7 @@ def test_text_files_layout_errors(tmp_path):
 def test_image_folder_trains_and_predicts_with_workers(tmp_path):
   root = make_image_folder(tmp_path / 'images', train=16, test=4)
   workdir = tmp_path / 'run'
-  result = helpers.deepl(
+  result = helpers.deepl_here(
       f'--workdir={workdir}', f'--config.data.data_dir={tmp_path}/tfds',
       '--config.data.name=image_folder', f'--config.data.manual_dir={root}',
       '--config.data.image_size=16', '--config.data.augment=inception_crop',
@@ -293,7 +293,7 @@ def test_image_folder_trains_and_predicts_with_workers(tmp_path):
   assert result.returncode == 0, result.stderr
   assert json.loads((workdir / 'classes.json').read_text()) == list(CLASSES)
   assert 'test accuracy 100.00%' in result.stdout
-  predicted = helpers.deepl(f'--workdir={workdir}', f'--input={root}/test/emu/001.jpg',
+  predicted = helpers.deepl_here(f'--workdir={workdir}', f'--input={root}/test/emu/001.jpg',
                             command='predict')
   assert predicted.returncode == 0, predicted.stderr
   assert predicted.stdout.startswith('emu\t')
@@ -302,7 +302,7 @@ def test_image_folder_trains_and_predicts_with_workers(tmp_path):
 @pytest.mark.slow
 def test_text_files_trains_a_language_model_from_shards(corpus, tmp_path):
   workdir = tmp_path / 'run'
-  result = helpers.deepl(
+  result = helpers.deepl_here(
       f'--workdir={workdir}', f'--config.data.data_dir={tmp_path}/tfds',
       f'--config={helpers.EXPERIMENTS}/shakespeare_lstm.py', '--config.data.name=text_files',
       f'--config.data.manual_dir={corpus}', '--config.data.in_memory_max_mb=0',
@@ -317,7 +317,7 @@ def test_text_files_trains_a_language_model_from_shards(corpus, tmp_path):
 
 def test_a_bad_image_folder_is_one_line_from_the_cli(tmp_path):
   (tmp_path / 'empty').mkdir()
-  result = helpers.deepl(f'--workdir={tmp_path}/run', f'--config.data.data_dir={tmp_path}/tfds',
+  result = helpers.deepl_here(f'--workdir={tmp_path}/run', f'--config.data.data_dir={tmp_path}/tfds',
                          '--config.data.name=image_folder',
                          f'--config.data.manual_dir={tmp_path}/empty')
   _assert_user_error(result, 'has no split folders')
@@ -348,7 +348,7 @@ def test_the_imagenet_recipe():
 @pytest.mark.slow
 def test_the_imagenet_recipe_runs_on_a_tiny_folder(tmp_path):
   root = make_image_folder(tmp_path / 'images', train=4, test=2)
-  result = helpers.deepl(
+  result = helpers.deepl_here(
       f'--config={helpers.EXPERIMENTS}/imagenet_resnet50.py:folders', f'--workdir={tmp_path}/run',
       f'--config.data.data_dir={tmp_path}/tfds', f'--config.data.manual_dir={root}',
       '--config.model.name=resnet18',

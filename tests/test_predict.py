@@ -25,7 +25,7 @@ from tests.test_cli_errors import _assert_user_error
 @pytest.fixture(scope='module')
 def dates_run(tfds_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('dates') / 'run'
-  result = helpers.deepl(
+  result = helpers.deepl_here(
       f'--config={helpers.EXPERIMENTS}/dates_seq2seq.py', f'--workdir={workdir}',
       f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=300',
       '--config.train.log_every_steps=100', '--config.eval.every_steps=300',
@@ -40,8 +40,8 @@ def validation(dates_run, tfds_data_dir):
   return datasets.get_dataset('dates', data_dir=str(tfds_data_dir)).splits['validation']
 
 
-def _predict(workdir, *args, **popen):
-  return helpers.deepl(f'--workdir={workdir}', *args, command='predict', **popen)
+def _predict(workdir, *args, **kwargs):
+  return helpers.deepl_here(f'--workdir={workdir}', *args, command="predict", **kwargs)
 
 
 def test_predictions_score_what_training_evaluated(dates_run, validation):
@@ -152,7 +152,7 @@ def test_image_files_classify_as_the_pipeline_batches(digits_run, tfds_data_dir,
 
 def test_runs_it_cannot_predict(tmp_path):
   _assert_user_error(_predict(tmp_path / 'nothing', '--input=x'), 'no config.json')
-  _assert_user_error(helpers.deepl('--input=x', command='predict'), 'needs --workdir')
+  _assert_user_error(helpers.deepl_here('--input=x', command='predict'), 'needs --workdir')
   masked_lm = config_lib.default_config()
   masked_lm.task = 'masked_lm'
   (tmp_path / 'mlm').mkdir()

@@ -129,7 +129,7 @@ def test_bad_audio_is_one_line(digits_run, tmp_path):
                        ('none.wav', 'no such file')):
     with pytest.raises(UserError, match=re.escape(needle)):
       predict.predict(config, str(workdir), [str(tmp_path / name)])
-  _assert_user_error(helpers.deepl(f'--workdir={workdir}', f'--input={tmp_path / "text.wav"}',
+  _assert_user_error(helpers.deepl_here(f'--workdir={workdir}', f'--input={tmp_path / "text.wav"}',
                                    command='predict'), 'text.wav is not a WAV file')
 
 

@@ -121,10 +121,10 @@ def test_bad_task_options(task, options, needle):
 
 
 def test_task_options_from_the_command_line():
-  result = helpers.deepl('--config.task_options.beam_size=4')
+  result = helpers.deepl_here('--config.task_options.beam_size=4')
   assert result.returncode == 2 and result.stderr.count('\n') == 1, result.stderr
   assert "task 'classification' does not take it" in result.stderr
-  moved = helpers.deepl('--config.eval.beam_size=4')
+  moved = helpers.deepl_here('--config.eval.beam_size=4')
   assert moved.returncode == 2 and "'eval.beam_size' is now 'task_options.beam_size'" in (
       moved.stderr), moved.stderr
 

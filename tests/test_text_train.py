@@ -27,7 +27,7 @@ def _rows(workdir, split):
 @pytest.fixture(scope='module')
 def shakespeare_run(shared_data, tfds_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('lm') / 'run'
-  result = helpers.deepl(
+  result = helpers.deepl_here(
       f'--config={helpers.EXPERIMENTS}/shakespeare_lstm.py', f'--workdir={workdir}',
       f'--config.data.data_dir={tfds_data_dir}',
       f'--config.data.manual_dir={shared_data}/tiny_shakespeare', *SMALL_RNN,
@@ -41,7 +41,7 @@ def shakespeare_run(shared_data, tfds_data_dir, tmp_path_factory):
 @pytest.fixture(scope='module')
 def sst2_run(shared_data, tfds_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('sst2') / 'run'
-  result = helpers.deepl(
+  result = helpers.deepl_here(
       f'--config={helpers.EXPERIMENTS}/sst2_lstm.py', f'--workdir={workdir}',
       f'--config.data.data_dir={tfds_data_dir}', f'--config.data.manual_dir={shared_data}/sst2',
       *SMALL_RNN, '--config.data.max_length=32', '--config.train.num_steps=20',
@@ -61,7 +61,7 @@ def test_sst2_trains_and_keeps_its_tokenizer(sst2_run):
 
 def test_evaluate_refuses_a_split_without_labels(sst2_run):
   # GLUE's SST-2 test labels are hidden (-1): 'accuracy 0.0000' was printed.
-  _assert_user_error(helpers.deepl(f'--workdir={sst2_run}', '--split=test', command='evaluate'),
+  _assert_user_error(helpers.deepl_here(f'--workdir={sst2_run}', '--split=test', command='evaluate'),
                      'has no labels', 'evaluate on validation')
 
 
@@ -75,7 +75,7 @@ def test_shakespeare_logs_lm_metrics(shakespeare_run):
 
 
 def _sample(workdir, *args):
-  return helpers.deepl(f'--workdir={workdir}', *args, command='sample')
+  return helpers.deepl_here(f'--workdir={workdir}', *args, command='sample')
 
 
 def test_sample_is_deterministic_per_seed(shakespeare_run):
@@ -98,7 +98,7 @@ def test_sample_and_evaluate_take_a_relative_workdir(shakespeare_run):
   sampled = _sample(relative, '--prompt=ROMEO:', '--length=5')
   assert sampled.returncode == 0, sampled.stderr
   assert sampled.stdout.startswith('ROMEO:') and 'WARNING' not in sampled.stderr
-  evaluated = helpers.deepl(f'--workdir={relative}', command='evaluate')
+  evaluated = helpers.deepl_here(f'--workdir={relative}', command='evaluate')
   assert evaluated.returncode == 0, evaluated.stderr
   assert evaluated.stdout.startswith('validation at step 30 |') and 'WARNING' not in evaluated.stderr
 
@@ -143,7 +143,7 @@ def test_predict_classifies_as_the_pipeline_batches(sst2_run):
   run = trained_run.load(str(sst2_run))
   logits = run.task.model.apply(run.variables, batch['tokens'], batch['length'], train=False)
   expected = np.asarray(jax.nn.softmax(logits, axis=-1))
-  result = helpers.deepl(f'--workdir={sst2_run}', '--input=-', command='predict',
+  result = helpers.deepl_here(f'--workdir={sst2_run}', '--input=-', command='predict',
                          input=''.join(f'{t}\n' for t in texts))
   assert result.returncode == 0, result.stderr
   lines = [l.split('\t') for l in result.stdout.splitlines()]
@@ -155,9 +155,9 @@ def test_predict_classifies_as_the_pipeline_batches(sst2_run):
 
 
 def test_predict_refuses_a_language_model_and_beams_for_a_classifier(shakespeare_run, sst2_run):
-  _assert_user_error(helpers.deepl(f'--workdir={shakespeare_run}', '--input=x', command='predict'),
+  _assert_user_error(helpers.deepl_here(f'--workdir={shakespeare_run}', '--input=x', command='predict'),
                      "a 'causal_lm' run", 'deepl sample')
-  _assert_user_error(helpers.deepl(f'--workdir={sst2_run}', '--input=x', '--beam_size=2',
+  _assert_user_error(helpers.deepl_here(f'--workdir={sst2_run}', '--input=x', '--beam_size=2',
                                    command='predict'), '--beam_size is for seq2seq')
 
 
@@ -169,7 +169,7 @@ def test_malformed_tsv_row(shared_data, tmp_path):
   lines = (manual / 'dev.tsv').read_text().splitlines(keepends=True)
   lines[5] = 'a sentence without a label\n'
   (manual / 'dev.tsv').write_text(''.join(lines))
-  result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/sst2_lstm.py',
+  result = helpers.deepl_here(f'--config={helpers.EXPERIMENTS}/sst2_lstm.py',
                          f'--workdir={tmp_path}/w', f'--config.data.data_dir={tmp_path}/tfds',
                          f'--config.data.manual_dir={manual}')
   _assert_user_error(result, 'dev.tsv')
