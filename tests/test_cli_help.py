@@ -9,9 +9,9 @@ from tests.test_benchmark import benchmark
 @pytest.mark.parametrize('args', [('--help',), ('-h',), ('help',), ('train', '--help'),
                                   ('sample', '-h'), ('train', '--config.train.num_steps=3', '-h')])
 def test_deepl_help(args, tmp_path):
-  # args[0] goes where helpers.deepl puts the command.
+  # args[0] goes where helpers.deepl_here puts the command.
   workdir = tmp_path / 'run'
-  result = helpers.deepl(*args[1:], f'--workdir={workdir}', command=args[0])
+  result = helpers.deepl_here(*args[1:], f'--workdir={workdir}', command=args[0])
   assert result.returncode == 0, result.stderr
   assert result.stdout.startswith('usage:\n  deepl train --config='), result.stdout[:200]
   for flag in ('--config:', '--workdir:', '--prompt:', '--compilation_cache:'):
