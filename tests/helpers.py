@@ -15,11 +15,18 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / 'experiments'
 
 
-def env_for(devices: int | None = None, **extra) -> dict:
+def env_for(devices: int | None = None, fast_compile: bool = False, **extra) -> dict:
+  """The environment of a subprocess on `devices` forced CPU devices.
+
+  fast_compile: LLVM -O0, for programs whose time is compiling (XLA:CPU compiles a random
+  number generator ~5x faster) and whose results are compared only among themselves: the
+  code runs slower and rounds some float ops differently from the default -O2.
+  """
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT))
-  env.pop('XLA_FLAGS', None)
-  if devices:
-    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  flags = [f'--xla_force_host_platform_device_count={devices}'] if devices else []
+  if fast_compile:
+    flags.append('--xla_backend_optimization_level=0')
+  env['XLA_FLAGS'] = ' '.join(flags)
   env.update(extra)
   return env
 

@@ -69,13 +69,9 @@ print(json.dumps({name: {mesh: losses(name, mesh) for mesh in MESHES} for name i
 
 @pytest.fixture(scope='module')
 def results():
-  # Compiling the 18 train steps (and their inits' random number generators) is nearly all the
-  # time: LLVM's -O0 halves it (measured). It rounds some float ops differently from the
-  # default -O2, so it serves only here, where the meshes compare with each other.
-  env = helpers.env_for(8)
-  env['XLA_FLAGS'] += ' --xla_backend_optimization_level=0'
+  # Compiling the 18 train steps and their inits is nearly all the time: fast_compile halves it.
   result = subprocess.run([sys.executable, '-c', _SCRIPT], capture_output=True, text=True,
-                          timeout=900, env=env, cwd=helpers.ROOT)
+                          timeout=900, env=helpers.env_for(8, fast_compile=True), cwd=helpers.ROOT)
   assert result.returncode == 0, result.stderr
   return json.loads(result.stdout.strip().splitlines()[-1])
 
