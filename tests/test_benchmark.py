@@ -32,14 +32,12 @@ def test_cnn_figures_and_json(tmp_path):
   assert 0 < r['mfu'] <= 1
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path):
-  for args, words in [((f'--config={tmp_path}/nope.py',), 'does not exist'),
-                      ((f'--config={helpers.EXPERIMENTS}/benchmarks.py:cnn', '--bogus=1'),
+def test_bad_input_is_one_line_and_exit_2():
+  # A config's errors come from deepl's own parse (test_cli_errors); --bogus=1 goes through it.
+  for args, words in [((f'--config={helpers.EXPERIMENTS}/benchmarks.py:cnn', '--bogus=1'),
                        'bogus'),
                       ((f'--config={helpers.EXPERIMENTS}/benchmarks.py:cnn', '--steps=0'),
-                       '--steps'),
-                      ((f'--config={helpers.EXPERIMENTS}/benchmarks.py:cnn',
-                        '--config.optim.lrr=1'), 'lrr')]:
+                       '--steps')]:
     result = benchmark(*args, timeout=60)
     assert result.returncode == 2, (args, result.stderr)
     lines = result.stderr.strip().splitlines()
@@ -87,8 +85,8 @@ def test_compare_meshes_side_by_side(tmp_path):
 
 def test_compare_meshes_bad_input_is_one_line_and_exit_2():
   config = f'--config={helpers.EXPERIMENTS}/benchmarks.py:cnn'
-  for args, words in [((config, '--mesh=data=2', '--mesh=rows=2'), 'axis=size'),
-                      ((config, '--mesh=data=2', '--mesh=data=3'), 'data=3')]:
+  # A mesh the devices cannot make fails in the harness, past the flags' own checks.
+  for args, words in [((config, '--mesh=data=2', '--mesh=data=3'), 'data=3')]:
     result = compare_meshes(*args, timeout=120)
     assert result.returncode == 2, (args, result.stderr)
     lines = result.stderr.strip().splitlines()
