@@ -7,7 +7,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -290,29 +289,19 @@ def test_jit_sharded_pmap_and_one_device_agree(one_device_run, tfds_data_dir, tm
                                rtol=2e-5, err_msg=mode)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_match_one(one_device_run, tfds_data_dir, tmp_path):
+  # Started as tools/tpu_vm.py --local=2 starts them: this is also the test of that plan
+  # (tests/test_launch.py: its own run of it is slow), logs and all.
   multi = tmp_path / 'multi'
-  port = _free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, '-m', 'deepl.cli.main', 'train', f'--workdir={multi}',
-       f'--config.data.data_dir={tfds_data_dir}', *EQUIVALENCE_ARGS,
-       f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
-      cwd=helpers.ROOT, env=helpers.env_for(), stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for i in range(2)]
-  try:
-    outs = [p.communicate(timeout=240) for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err
-  assert '2 cpu device(s)' in outs[0][0]
+  launch = subprocess.run(
+      [sys.executable, str(helpers.ROOT / 'tools' / 'tpu_vm.py'), '--local=2',
+       f'--logs={tmp_path}/logs', '--', f'--workdir={multi}',
+       f'--config.data.data_dir={tfds_data_dir}', *EQUIVALENCE_ARGS],
+      capture_output=True, text=True, timeout=300, cwd=helpers.ROOT, env=helpers.env_for())
+  assert launch.returncode == 0, launch.stdout + launch.stderr
+  logs = [(tmp_path / 'logs' / f'worker-{i}.log').read_text() for i in range(2)]
+  assert '2 cpu device(s)' in logs[0] and 'deepl: done' in logs[0], logs
+  assert (multi / 'checkpoints' / '12').is_dir()
   one = np.array([r['loss'] for r in rows(one_device_run, 'train')])
   two = np.array([r['loss'] for r in rows(multi, 'train')])
   assert len(one) == len(two) == 12
