@@ -156,10 +156,9 @@ def test_sigterm_then_kill_9_twice_then_rerun_is_bitwise_identical(reference_run
   assert_same_state(final_state(workdir), final_state(reference_run))
 
 
-def test_a_second_run_on_a_busy_workdir_is_refused(reference_run, tfds_data_dir, tmp_path):
+def test_a_second_run_on_a_busy_workdir_is_refused(tfds_data_dir, tmp_path):
   # Before, both trained: each deleted the other's checkpoints (keep=2) and
   # their metrics interleaved. A later run, once the first has stopped, resumes.
-  del reference_run  # its programs are in the compilation cache
   workdir = tmp_path / 'run'
   first = _start(workdir, tfds_data_dir)
   _wait_for_step(workdir, 10, first)
