@@ -3,8 +3,9 @@ line: divergence, a changed config on resume, full and unwritable disks, damaged
 files, signals, and `deepl inspect` / `deepl plot` on the run they leave.
 
 Every `deepl` start costs seconds of CPU here, so the module shares one run (it
-diverges, then resumes with a sane learning rate) and the repeats and the
-rarer faults are marked slow (pass --runslow)."""
+diverges, then resumes with a sane learning rate), the runs whose process is not
+what is tested run in this interpreter (helpers.deepl_here), and the repeats and
+the rarer faults are marked slow (pass --runslow)."""
 
 import functools
 import json
@@ -42,9 +43,22 @@ BLOW_UP = ('--config.optim.schedule=step', '--config.optim.step_boundaries=(0.5,
            '--config.train.log_every_steps=5', '--config.eval.every_steps=20')
 
 
+@pytest.fixture(scope='module', autouse=True)
+def compiled_once():
+  """The runs in this interpreter read and write the session's compilation cache, as those in
+  their own process do: JAX read $JAX_COMPILATION_CACHE_DIR at its import, before conftest
+  set it. Compiling is most of a short run's time."""
+  jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+
+
 def _train(workdir, data_dir, *args, **kwargs):
   return helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', *args,
                        **kwargs)
+
+
+def _train_here(workdir, data_dir, *args):
+  """_train in this interpreter: for the runs whose process is not what is tested."""
+  return helpers.deepl_here(f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', *args)
 
 
 def _steps(workdir) -> list[int]:
@@ -72,7 +86,7 @@ def run(tmp_path_factory, tfds_data_dir):
   and another checkpoint.keep, and finishes. Returns (workdir, what the first run left,
   both results)."""
   workdir = tmp_path_factory.mktemp('faults') / 'run'
-  diverged = _train(workdir, tfds_data_dir, *BLOW_UP, '--config.optim.step_factor=1e30')
+  diverged = _train_here(workdir, tfds_data_dir, *BLOW_UP, '--config.optim.step_factor=1e30')
   lines = (workdir / 'metrics.jsonl').read_text().splitlines()
   left = {'steps': _steps(workdir), 'leftovers': _leftovers(workdir), 'rows': lines,
           'finite': [_finite(workdir, step) for step in _steps(workdir)]}
@@ -80,8 +94,8 @@ def run(tmp_path_factory, tfds_data_dir):
   damaged = lines[:2] + ['\x00\x00 not json'] + lines[2:] + [lines[-1][:17]]
   (workdir / 'metrics.jsonl').write_text('\n'.join(damaged))
   (workdir / 'checkpoints' / '25.orbax-checkpoint-tmp-1234567' / 'state').mkdir(parents=True)
-  resumed = _train(workdir, tfds_data_dir, *BLOW_UP, '--config.optim.step_factor=1.0',
-                   '--config.checkpoint.keep=3', '--allow_config_change')
+  resumed = _train_here(workdir, tfds_data_dir, *BLOW_UP, '--config.optim.step_factor=1.0',
+                        '--config.checkpoint.keep=3', '--allow_config_change')
   return workdir, left, diverged, resumed
 
 
@@ -247,11 +261,11 @@ def test_full_disk_is_one_line_and_keeps_the_last_checkpoint(run, tmpfs, tfds_da
                                                              tmp_path):
   del run  # it prepared the data: the 2 MB disk holds the run only
   workdir = tmpfs(tmp_path / 'disk') / 'run'
-  args = ('--config.train.num_steps=100', '--config.checkpoint.every_steps=5',
-          '--config.checkpoint.keep=10', '--config.train.log_every_steps=5',
-          '--config.eval.every_steps=100')
+  # The shared run's second half (its programs are compiled), keeping every checkpoint:
+  # ~0.7 MB each, the disk is full long before step 40.
+  args = (*BLOW_UP, '--config.optim.step_factor=1.0', '--config.checkpoint.keep=10')
   start = time.monotonic()
-  result = _train(workdir, tfds_data_dir, *args)
+  result = _train_here(workdir, tfds_data_dir, *args)
   helpers.assert_user_error(result, 'not enough space in', str(workdir / 'checkpoints'),
                             'MB are free')
   kept = _steps(workdir)
@@ -263,7 +277,7 @@ def test_full_disk_is_one_line_and_keeps_the_last_checkpoint(run, tmpfs, tfds_da
       while True:
         f.write(b'\0' * 65536)
         f.flush()
-  result = _train(workdir, tfds_data_dir, *args)
+  result = _train_here(workdir, tfds_data_dir, *args)
   helpers.assert_user_error(result, 'no space left writing', str(workdir))
   assert time.monotonic() - start < 120  # both runs
   assert _steps(workdir) == kept and _finite(workdir, kept[-1])
@@ -302,17 +316,19 @@ def _read_until(proc, needle: str) -> None:
 def _second_signal_tries(data_dir, tmp_path, tries) -> None:
   """Each try: a run that trains, one signal (it starts saving), a second (it stops at once).
 
-  The runs start together; each is frozen (SIGSTOP) once it trains, so the
-  waiting ones cost no CPU, and woken for its turn.
+  The runs start one after the other; each is frozen (SIGSTOP) once it trains, so the
+  waiting ones cost no CPU, and woken for its turn. They train as the shared run's second
+  half did (its programs are in the compilation cache), logging each step and saving only
+  when signalled: frozen at its first steps, none can reach its last, step 40, unsignalled.
   """
-  endless = ('--config.train.num_steps=1000000', '--config.train.log_every_steps=1',
-             '--config.checkpoint.every_steps=1000000', '--config.train.batch_size=16')
-  procs = [(_start(tmp_path / f'run{i}-{sig.name}', data_dir, *endless), sig)
-           for i, sig in enumerate(tries)]
+  args = (*BLOW_UP, '--config.optim.step_factor=1.0', '--config.train.log_every_steps=1',
+          '--config.checkpoint.every_steps=1000000')
+  procs = []
   try:
-    for proc, _ in procs:
-      _read_until(proc, 'step 1/')
-      proc.send_signal(signal.SIGSTOP)
+    for i, sig in enumerate(tries):
+      procs.append((_start(tmp_path / f'run{i}-{sig.name}', data_dir, *args), sig))
+      _read_until(procs[-1][0], 'step 1/')
+      procs[-1][0].send_signal(signal.SIGSTOP)
     for proc, sig in procs:
       proc.send_signal(signal.SIGCONT)
       proc.send_signal(sig)
@@ -331,7 +347,7 @@ def _second_signal_tries(data_dir, tmp_path, tries) -> None:
 
 
 def test_a_second_sigterm_or_ctrl_c_exits_at_once(run, tfds_data_dir, tmp_path):
-  del run  # it prepared the data set: runs started together would race to prepare it
+  del run  # it prepared the data set, and compiled the runs' programs
   _second_signal_tries(tfds_data_dir, tmp_path, [signal.SIGTERM, signal.SIGINT])
 
 

@@ -64,6 +64,9 @@ def test_bad_input_is_one_line(args, message):
   assert len(result.stderr.strip().splitlines()) == 1
 
 
+# tests/test_train.py::test_two_processes_match_one starts its two processes with --local=2
+# and checks the same logs and checkpoint: a second two-process run adds nothing by default.
+@pytest.mark.slow
 def test_local_plan_trains_with_two_processes(tfds_data_dir, tmp_path):
   result = _launch('--local=2', f'--logs={tmp_path}/logs', '--', f'--workdir={tmp_path}/run',
                    f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=6',

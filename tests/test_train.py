@@ -3,10 +3,10 @@ data, resume after kill -9 / SIGTERM / a damaged checkpoint, jit vs pmap vs one
 device, and two processes against one."""
 
 import json
+import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,19 +46,34 @@ def assert_same_state(a, b):
     np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=k)
 
 
+@pytest.fixture(scope='module', autouse=True)
+def compiled_once():
+  """The runs in this interpreter (helpers.deepl_here) read and write the session's compilation
+  cache, as those in their own process do: JAX read $JAX_COMPILATION_CACHE_DIR at its import,
+  before conftest set it. Compiling is most of a short run's time."""
+  jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+
+
 # A digits run long enough to be interrupted: 160 steps, a checkpoint every 20.
 RESUME_ARGS = ('--config.train.num_steps=160', '--config.train.log_every_steps=5',
                '--config.eval.every_steps=40', '--config.checkpoint.every_steps=20',
                '--config.checkpoint.keep=2')
+# Cache every program, however fast it compiles (JAX's default skips those under 1 s); the
+# flag, not the session's cache from conftest, names the folder.
+OWN_CACHE_ENV = {'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+                 'JAX_COMPILATION_CACHE_DIR': ''}
 
 
 @pytest.fixture(scope='module')
 def reference_run(tmp_path_factory, tfds_data_dir):
-  workdir = tmp_path_factory.mktemp('ref') / 'run'
-  result = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
-                         *RESUME_ARGS)
+  """The uninterrupted run the others must equal. It is also the first of the two runs of
+  test_compilation_cache_is_written_and_reused: it fills a cache of its own, cache/ next to
+  the workdir."""
+  root = tmp_path_factory.mktemp('ref')
+  result = helpers.deepl(f'--workdir={root / "run"}', f'--config.data.data_dir={tfds_data_dir}',
+                         *RESUME_ARGS, f'--compilation_cache={root / "cache"}', env=OWN_CACHE_ENV)
   assert result.returncode == 0, result.stderr
-  return workdir
+  return root / 'run'
 
 
 def _start(workdir, tfds_data_dir, *extra):
@@ -69,14 +84,24 @@ def _start(workdir, tfds_data_dir, *extra):
       stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_step(workdir, step, proc, timeout=120):
+def _logged_steps(workdir) -> list[int]:
+  """The steps of metrics.jsonl's rows (a line being written, or cut by a kill, left out)."""
   path = pathlib.Path(workdir) / 'metrics.jsonl'
+  steps = []
+  for line in path.read_text().splitlines() if path.exists() else ():
+    try:
+      steps.append(json.loads(line)['step'])
+    except ValueError:
+      pass
+  return steps
+
+
+def _wait_for_step(workdir, step, proc, timeout=120):
   deadline = time.time() + timeout
   while time.time() < deadline:
     if proc.poll() is not None:
       pytest.fail(f'run ended before step {step}: {proc.stderr.read()}')
-    if path.exists() and any(json.loads(l)['step'] >= step
-                             for l in path.read_text().splitlines() if l.strip()):
+    if any(s >= step for s in _logged_steps(workdir)):
       return
     time.sleep(0.05)
   pytest.fail(f'no step {step} within {timeout} s')
@@ -89,35 +114,44 @@ def _finish(workdir, tfds_data_dir, *extra):
   return result
 
 
-@pytest.mark.parametrize('kill_at', [47, 103])
-def test_kill_9_then_rerun_is_bitwise_identical(reference_run, tfds_data_dir, tmp_path, kill_at):
-  workdir = tmp_path / 'run'
-  proc = _start(workdir, tfds_data_dir)
-  _wait_for_step(workdir, kill_at, proc)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  result = _finish(workdir, tfds_data_dir)
-  assert 'resuming from step' in result.stdout
-  assert rows(workdir) == rows(reference_run)
-  assert_same_state(final_state(workdir), final_state(reference_run))
+def _finish_here(workdir, tfds_data_dir, *extra):
+  """_finish in this interpreter: for the runs whose process is not what is tested."""
+  result = helpers.deepl_here(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
+                              *RESUME_ARGS, *extra)
+  assert result.returncode == 0, result.stderr
+  return result
 
 
-def test_sigterm_saves_and_exits_cleanly(reference_run, tfds_data_dir, tmp_path):
+def test_sigterm_then_kill_9_twice_then_rerun_is_bitwise_identical(reference_run, tfds_data_dir,
+                                                                    tmp_path):
+  """One run stopped three times on its way: SIGTERM (it saves where it is, exits 0), then
+  kill -9 past steps 47 and 103 (each rerun goes on from the last periodic checkpoint). Its
+  metrics and final state are the uninterrupted run's, bit for bit. (Each stop had a run of
+  its own; stopping one run three times proves the same for 4 processes instead of 6.)"""
   workdir = tmp_path / 'run'
   # No periodic checkpoint before the end: whatever step the signal lands on,
   # only the preemption save can make the resume start there.
-  no_periodic = '--config.checkpoint.every_steps=1000'
-  proc = _start(workdir, tfds_data_dir, no_periodic)
-  _wait_for_step(workdir, 33, proc)
+  proc = _start(workdir, tfds_data_dir, '--config.checkpoint.every_steps=1000')
+  _wait_for_step(workdir, 13, proc)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err
   assert 'rerun the same command to resume' in out
   stopped = int(out.split('stopped at step ')[1].split(';')[0])
   assert [p.name for p in (workdir / 'checkpoints').iterdir()] == [str(stopped)]
-  result = _finish(workdir, tfds_data_dir, no_periodic)
-  assert f'resuming from step {stopped}' in result.stdout
-  assert 'WARNING' not in result.stderr, result.stderr  # a clean resume is quiet
+  # The reruns checkpoint every 20 again (a change that needs no flag).
+  for kill_at in (47, 103):
+    proc = _start(workdir, tfds_data_dir)
+    # Past rows the killed run logged beyond its last checkpoint, too: this run's own.
+    _wait_for_step(workdir, max([kill_at] + [s + 7 for s in _logged_steps(workdir)]), proc)
+    proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert 'resuming from step' in out, err
+    if kill_at == 47:
+      assert f'resuming from step {stopped} ' in out
+      assert 'WARNING' not in err, err  # a clean resume is quiet
+  result = _finish(workdir, tfds_data_dir)
+  assert 'resuming from step' in result.stdout
   assert rows(workdir) == rows(reference_run)
   assert_same_state(final_state(workdir), final_state(reference_run))
 
@@ -126,11 +160,14 @@ def test_a_second_run_on_a_busy_workdir_is_refused(tfds_data_dir, tmp_path):
   # Before, both trained: each deleted the other's checkpoints (keep=2) and
   # their metrics interleaved. A later run, once the first has stopped, resumes.
   workdir = tmp_path / 'run'
-  long_run = '--config.train.num_steps=1000000'
-  first = _start(workdir, tfds_data_dir, long_run)
+  first = _start(workdir, tfds_data_dir)
   _wait_for_step(workdir, 10, first)
-  second = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
-                         *RESUME_ARGS, long_run, '--config.optim.lr=0.5')
+  first.send_signal(signal.SIGSTOP)  # it holds the workdir, and cannot finish meanwhile
+  try:
+    second = helpers.deepl_here(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
+                                *RESUME_ARGS, '--config.optim.lr=0.5')
+  finally:
+    first.send_signal(signal.SIGCONT)
   first.send_signal(signal.SIGTERM)
   out, err = first.communicate(timeout=120)
   assert second.returncode == 2, second.stderr
@@ -138,10 +175,10 @@ def test_a_second_run_on_a_busy_workdir_is_refused(tfds_data_dir, tmp_path):
   assert first.returncode == 0, err
   assert json.loads((workdir / 'config.json').read_text())['optim']['lr'] == 0.1  # untouched
   stopped = int(out.split('stopped at step ')[1].split(';')[0])
-  # 160 steps, not 1000000: a change of the training, so allowed with the flag only.
-  finish = _finish(workdir, tfds_data_dir, '--allow_config_change')
-  assert f'resuming from step {stopped}' in finish.stdout
-  assert 'train.num_steps: 1000000 -> 160' in finish.stdout
+  # Another seed: a change of the training, so allowed with the flag only.
+  finish = _finish_here(workdir, tfds_data_dir, '--config.seed=1', '--allow_config_change')
+  assert f'resuming from step {stopped} ' in finish.stdout
+  assert 'seed: 0 -> 1' in finish.stdout
 
 
 def test_damaged_latest_checkpoint_falls_back(reference_run, tfds_data_dir, tmp_path):
@@ -151,6 +188,8 @@ def test_damaged_latest_checkpoint_falls_back(reference_run, tfds_data_dir, tmp_
   for f in (latest / 'state').rglob('*'):
     if f.is_file() and f.stat().st_size > 0:
       f.write_bytes(b'\0garbage' * 8)
+  # Its own process: the tracebacks this guards against came seconds later, from
+  # TensorStore's callbacks, where only the process's own stderr would see them.
   result = _finish(workdir, tfds_data_dir)
   # One warning, and not the dozens of Orbax tracebacks it once came with.
   lines = [l for l in result.stderr.splitlines() if l.strip()]
@@ -164,7 +203,7 @@ def test_damaged_latest_checkpoint_falls_back(reference_run, tfds_data_dir, tmp_
 def test_finished_run_rerun_reports_and_keeps_everything(reference_run, tfds_data_dir, tmp_path):
   workdir = tmp_path / 'run'
   shutil.copytree(reference_run, workdir)
-  result = _finish(workdir, tfds_data_dir)
+  result = _finish_here(workdir, tfds_data_dir)
   assert 'test accuracy' in result.stdout
   assert rows(workdir) == rows(reference_run)
 
@@ -193,78 +232,87 @@ def test_outputs_of_a_run(reference_run):
 
 def test_mnist_end_to_end_on_the_real_files(tfds_data_dir, shared_data, tmp_path):
   workdir = tmp_path / 'mnist'
-  result = helpers.deepl(f'--config={helpers.EXPERIMENTS}/mnist_cnn.py', f'--workdir={workdir}',
-                         f'--config.data.data_dir={tfds_data_dir}',
-                         f'--config.data.manual_dir={shared_data}/mnist',
-                         '--config.train.num_steps=60', '--config.train.log_every_steps=20',
-                         '--config.optim.warmup_steps=10',
-                         '--config.eval.every_steps=60', '--config.eval.batch_size=2000')
+  result = helpers.deepl_here(f'--config={helpers.EXPERIMENTS}/mnist_cnn.py',
+                              f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
+                              f'--config.data.manual_dir={shared_data}/mnist',
+                              '--config.train.num_steps=60', '--config.train.log_every_steps=20',
+                              '--config.optim.warmup_steps=10',
+                              '--config.eval.every_steps=60', '--config.eval.batch_size=2000')
   assert result.returncode == 0, result.stderr
   assert 'test accuracy' in result.stdout and str(workdir) in result.stdout
   test = rows(workdir, 'test')
   assert test[-1]['step'] == 60 and test[-1]['accuracy'] > 0.85
 
 
+# Shared by the runs on other device and process counts, and their one-device reference.
 EQUIVALENCE_ARGS = ('--config.train.num_steps=12', '--config.train.log_every_steps=1',
-                    '--config.eval.every_steps=12', '--config.checkpoint.every_steps=12',
+                    '--config.eval.every_steps=12', '--config.checkpoint.every_steps=6',
                     '--config.train.batch_size=32')
 
 
-def test_jit_sharded_pmap_and_one_device_agree(tfds_data_dir, tmp_path):
-  losses = {}
-  for name, devices, mode in [('one', None, 'jit'), ('jit4', 4, 'jit'), ('pmap4', 4, 'pmap')]:
-    workdir = tmp_path / name
-    result = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
-                           f'--config.parallel={mode}', *EQUIVALENCE_ARGS, devices=devices)
-    assert result.returncode == 0, result.stderr
-    assert f'{devices or 1} cpu device(s), parallel={mode}' in result.stdout
-    losses[name] = np.array([r['loss'] for r in rows(workdir, 'train')])
-  assert len(losses['one']) == 12
-  np.testing.assert_allclose(losses['jit4'], losses['one'], rtol=2e-5)
-  np.testing.assert_allclose(losses['pmap4'], losses['one'], rtol=2e-5)
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-def test_two_processes_match_one(tfds_data_dir, tmp_path):
-  args = (f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=30',
-          '--config.train.log_every_steps=1', '--config.eval.every_steps=30',
-          '--config.checkpoint.every_steps=15', '--config.train.batch_size=32')
-  single = tmp_path / 'single'
-  result = helpers.deepl(f'--workdir={single}', *args)
+@pytest.fixture(scope='module')
+def one_device_run(tmp_path_factory, tfds_data_dir):
+  workdir = tmp_path_factory.mktemp('one') / 'run'
+  result = helpers.deepl_here(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
+                              *EQUIVALENCE_ARGS)
   assert result.returncode == 0, result.stderr
+  assert '1 cpu device(s), parallel=jit' in result.stdout
+  return workdir
 
+
+def _deepl_runs_in_one_process(runs, devices: int):
+  """`deepl train` with each of `runs` (lists of arguments), one after the other in one fresh
+  interpreter with `devices` CPU devices (helpers.deepl_here there): one start for them all."""
+  code = ('import json, sys\n'
+          'from tests import helpers\n'
+          'results = [helpers.deepl_here(*args) for args in json.loads(sys.argv[1])]\n'
+          'print(json.dumps([(r.returncode, r.stdout, r.stderr) for r in results]))\n')
+  proc = subprocess.run([sys.executable, '-c', code, json.dumps(runs)], capture_output=True,
+                        text=True, timeout=600, cwd=helpers.ROOT, env=helpers.env_for(devices))
+  assert proc.returncode == 0, proc.stderr
+  return [subprocess.CompletedProcess(args, *result)
+          for args, result in zip(runs, json.loads(proc.stdout.splitlines()[-1]))]
+
+
+def test_jit_sharded_pmap_and_one_device_agree(one_device_run, tfds_data_dir, tmp_path):
+  modes = ('jit', 'pmap')
+  results = _deepl_runs_in_one_process(
+      [[f'--workdir={tmp_path / mode}', f'--config.data.data_dir={tfds_data_dir}',
+        f'--config.parallel={mode}', *EQUIVALENCE_ARGS] for mode in modes], devices=4)
+  one = np.array([r['loss'] for r in rows(one_device_run, 'train')])
+  assert len(one) == 12
+  for mode, result in zip(modes, results):
+    assert result.returncode == 0, result.stderr
+    assert f'4 cpu device(s), parallel={mode}' in result.stdout
+    np.testing.assert_allclose([r['loss'] for r in rows(tmp_path / mode, 'train')], one,
+                               rtol=2e-5, err_msg=mode)
+
+
+def test_two_processes_match_one(one_device_run, tfds_data_dir, tmp_path):
+  # Started as tools/tpu_vm.py --local=2 starts them: this is also the test of that plan
+  # (tests/test_launch.py: its own run of it is slow), logs and all.
   multi = tmp_path / 'multi'
-  port = _free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, '-m', 'deepl.cli.main', 'train', f'--workdir={multi}', *args,
-       f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
-      cwd=helpers.ROOT, env=helpers.env_for(), stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for i in range(2)]
-  try:
-    outs = [p.communicate(timeout=240) for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err
-  assert '2 cpu device(s)' in outs[0][0]
-  one = np.array([r['loss'] for r in rows(single, 'train')])
+  launch = subprocess.run(
+      [sys.executable, str(helpers.ROOT / 'tools' / 'tpu_vm.py'), '--local=2',
+       f'--logs={tmp_path}/logs', '--', f'--workdir={multi}',
+       f'--config.data.data_dir={tfds_data_dir}', *EQUIVALENCE_ARGS],
+      capture_output=True, text=True, timeout=300, cwd=helpers.ROOT, env=helpers.env_for())
+  assert launch.returncode == 0, launch.stdout + launch.stderr
+  logs = [(tmp_path / 'logs' / f'worker-{i}.log').read_text() for i in range(2)]
+  assert '2 cpu device(s)' in logs[0] and 'deepl: done' in logs[0], logs
+  assert (multi / 'checkpoints' / '12').is_dir()
+  one = np.array([r['loss'] for r in rows(one_device_run, 'train')])
   two = np.array([r['loss'] for r in rows(multi, 'train')])
-  assert len(one) == len(two) == 30
+  assert len(one) == len(two) == 12
   np.testing.assert_allclose(two, one, rtol=2e-5)
   assert rows(multi, 'test')[-1]['accuracy'] == pytest.approx(
-      rows(single, 'test')[-1]['accuracy'], abs=1e-6)
+      rows(one_device_run, 'test')[-1]['accuracy'], abs=1e-6)
 
 
 def test_bfloat16_compute_follows_the_float32_loss_curve(reference_run, tfds_data_dir, tmp_path):
   workdir = tmp_path / 'bf16'
-  result = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
-                         '--config.train.compute_dtype=bfloat16', *RESUME_ARGS)
+  result = helpers.deepl_here(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
+                              '--config.train.compute_dtype=bfloat16', *RESUME_ARGS)
   assert result.returncode == 0, result.stderr
   fp32, bf16 = (np.array([r['loss'] for r in rows(w, 'train')]) for w in (reference_run, workdir))
   assert len(fp32) == len(bf16) == 32
@@ -277,21 +325,14 @@ def test_bfloat16_compute_follows_the_float32_loss_curve(reference_run, tfds_dat
   assert abs(accuracy[0] - accuracy[1]) < 0.02
 
 
-def test_compilation_cache_is_written_and_reused(tfds_data_dir, tmp_path):
-  cache = tmp_path / 'cache'
-  # Cache every program, however fast it compiles (JAX's default skips those under 1 s);
-  # the flag, not the session's cache from conftest, names the folder.
-  env = {'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0', 'JAX_COMPILATION_CACHE_DIR': ''}
-  runs = []
-  for name in ('first', 'again'):
-    workdir = tmp_path / name
-    result = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
-                           '--config.train.num_steps=10', '--config.eval.every_steps=10',
-                           f'--compilation_cache={cache}', env=env)
-    assert result.returncode == 0, result.stderr
-    runs.append(rows(workdir))
-    if name == 'first':
-      entries = sorted(p.name for p in cache.iterdir())
-      assert any(e.startswith('jit_train_step') for e in entries), entries
+def test_compilation_cache_is_written_and_reused(reference_run, tfds_data_dir, tmp_path):
+  # The reference run, in a process of its own, wrote the cache: now a second process.
+  cache = reference_run.parent / 'cache'
+  entries = sorted(p.name for p in cache.iterdir())
+  assert any(e.startswith('jit_train_step') for e in entries), entries
+  workdir = tmp_path / 'again'
+  result = helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={tfds_data_dir}',
+                         *RESUME_ARGS, f'--compilation_cache={cache}', env=OWN_CACHE_ENV)
+  assert result.returncode == 0, result.stderr
   assert sorted(p.name for p in cache.iterdir()) == entries  # all reused, nothing new
-  assert runs[0] == runs[1]
+  assert rows(workdir) == rows(reference_run)
