@@ -39,8 +39,12 @@ def tfds_data_dir(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope='session', autouse=True)
 def compilation_cache(tmp_path_factory):
-  """The `deepl` runs of a session share a compilation cache, not the user's ~/.cache."""
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path_factory.mktemp('xla_cache'))
+  """The `deepl` runs of a session share a compilation cache, not the user's ~/.cache: those in
+  their own process through the variable, those in this one (helpers.deepl_here) through
+  jax.config, as JAX read the variable when it was imported. Compiling is most of a short run."""
+  folder = str(tmp_path_factory.mktemp('xla_cache'))
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = folder
+  jax.config.update('jax_compilation_cache_dir', folder)
 
 
 @pytest.fixture

@@ -43,14 +43,6 @@ BLOW_UP = ('--config.optim.schedule=step', '--config.optim.step_boundaries=(0.5,
            '--config.train.log_every_steps=5', '--config.eval.every_steps=20')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def compiled_once():
-  """The runs in this interpreter read and write the session's compilation cache, as those in
-  their own process do: JAX read $JAX_COMPILATION_CACHE_DIR at its import, before conftest
-  set it. Compiling is most of a short run's time."""
-  jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
-
-
 def _train(workdir, data_dir, *args, **kwargs):
   return helpers.deepl(f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', *args,
                        **kwargs)

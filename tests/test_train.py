@@ -3,7 +3,6 @@ data, resume after kill -9 / SIGTERM / a damaged checkpoint, jit vs pmap vs one
 device, and two processes against one."""
 
 import json
-import os
 import pathlib
 import shutil
 import signal
@@ -39,19 +38,23 @@ def final_state(workdir):
                 for path, leaf in jax.tree_util.tree_leaves_with_path(state)}
 
 
+def _scalar_steps(events: pathlib.Path, tag: str) -> list[int]:
+  """The steps of `tag`'s scalars in a TensorBoard event file (TFRecords of Event protos)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  data, steps, at = events.read_bytes(), [], 0
+  while at < len(data):
+    length = int.from_bytes(data[at:at + 8], 'little')
+    event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+    at += 12 + length + 4  # length, its CRC, the record, its CRC
+    steps += [event.step for value in event.summary.value if value.tag == tag]
+  return steps
+
+
 def assert_same_state(a, b):
   assert a[0] == b[0]
   assert a[1].keys() == b[1].keys()
   for k in a[1]:
     np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=k)
-
-
-@pytest.fixture(scope='module', autouse=True)
-def compiled_once():
-  """The runs in this interpreter (helpers.deepl_here) read and write the session's compilation
-  cache, as those in their own process do: JAX read $JAX_COMPILATION_CACHE_DIR at its import,
-  before conftest set it. Compiling is most of a short run's time."""
-  jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
 
 
 # A digits run long enough to be interrupted: 160 steps, a checkpoint every 20.
@@ -224,7 +227,8 @@ def test_outputs_of_a_run(reference_run):
   assert raw['mfu'] > 0 and 5e7 < raw['flops_per_sec'] / raw['steps_per_sec'] < 5e8
   # Where the loop's time went, per step (tests/test_metering.py checks the sums).
   assert all(raw[k] >= 0 for k in ('input_ms', 'dispatch_ms', 'wait_ms'))
-  assert list((reference_run / 'tensorboard').glob('events.out.tfevents.*'))
+  events, = (reference_run / 'tensorboard').glob('events.out.tfevents.*')
+  assert _scalar_steps(events, 'test/accuracy') == [40, 80, 120, 160]
   kept = sorted(int(p.name) for p in (reference_run / 'checkpoints').iterdir()
                 if p.name.isdigit())
   assert kept == [140, 160]
