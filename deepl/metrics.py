@@ -151,6 +151,23 @@ def read_rows(workdir: str) -> list[dict]:
   return rows
 
 
+def _summary_writer():
+  """tensorboardX's SummaryWriter, imported without torch.
+
+  Its writer imports torch wherever torch is installed (the hf and test extras), only to
+  accept torch tensors: 1.7 s of every `deepl train` start here, and deepl hands it floats.
+  """
+  if 'torch' in sys.modules:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    return SummaryWriter
+  sys.modules['torch'] = None  # `import torch` raises ImportError: tensorboardX goes without
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  finally:
+    del sys.modules['torch']
+  return SummaryWriter
+
+
 class MetricWriter:
 
   def __init__(self, workdir: str, *, total_steps: int, start_step: int, enabled: bool):
@@ -166,8 +183,7 @@ class MetricWriter:
     self._rows = [json.dumps(r) + '\n' for r in read_rows(workdir) if r['step'] <= start_step]
     self.path.write_text(''.join(self._rows))
     if not self._remote:  # tensorboardX writes to a bucket only with its own cloud clients
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(str(workdir_lib.path(workdir) / 'tensorboard'))
+      self._tb = _summary_writer()(str(workdir_lib.path(workdir) / 'tensorboard'))
     # A live bar on a terminal; plain lines in a log file or a CI log.
     self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
                           dynamic_ncols=True, file=sys.stderr, mininterval=0.5,
