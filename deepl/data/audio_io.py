@@ -14,7 +14,6 @@ import math
 import os
 
 import numpy as np
-from scipy import signal
 from scipy.io import wavfile
 
 from deepl.errors import UserError
@@ -71,6 +70,8 @@ def resample(wave: np.ndarray, rate: int, target_rate: int = SAMPLE_RATE) -> np.
     raise UserError(f'sample rate {rate} Hz is not positive: the WAV header is broken')
   if rate == target_rate:
     return wave.astype(np.float32, copy=False)
+  # Imported here: scipy.signal takes ~0.5 s to import, and every `deepl` start imports this file.
+  from scipy import signal  # pylint: disable=g-import-not-at-top
   divisor = math.gcd(rate, target_rate)
   out = signal.resample_poly(wave.astype(np.float64), target_rate // divisor, rate // divisor)
   return out.astype(np.float32)
