@@ -210,11 +210,12 @@ def test_bad_block_or_stem_is_a_value_error():
 @pytest.mark.parametrize('fixture', ['cnn', 'tiny'])
 def test_apply_is_pure(fixture, request):
   model, variables, x = request.getfixturevalue(fixture)
-  # Two separate traces: Python-side state would show up as a difference.
-  a = jax.jit(functools.partial(model.apply, train=False))(variables, x)
-  b = jax.jit(functools.partial(model.apply, train=False))(variables, x)
-  np.testing.assert_array_equal(a, b)
-  assert np.isfinite(a).all()
+  # Two separate traces: Python-side state would show up as a difference in the
+  # programs (and so in their outputs); one of them is compiled and run.
+  a, b = (jax.jit(functools.partial(model.apply, train=False)).lower(variables, x)
+          for _ in range(2))
+  assert a.as_text() == b.as_text()
+  assert np.isfinite(a.compile()(variables, x)).all()
 
 
 def test_init_depends_only_on_the_key(tiny):
@@ -251,8 +252,8 @@ def test_jit_vmap_and_grad_cnn(cnn):
 def test_jit_vmap_and_grad_resnet(tiny):
   model, variables, x = tiny
   apply = lambda v, x: model.apply(v, x, train=False)
-  batched = jax.jit(apply)(variables, x)
-  per_example = jax.jit(jax.vmap(apply, in_axes=(None, 0)))(variables, x)
+  batched, per_example = jax.jit(lambda v, x: (apply(v, x), jax.vmap(apply, in_axes=(None, 0))(
+      v, x)))(variables, x)
   np.testing.assert_allclose(per_example, batched, rtol=1e-4, atol=1e-4)
 
   @jax.jit
@@ -289,8 +290,9 @@ def test_bfloat16_computes_in_half_but_keeps_float32_params(name):
 
 def test_train_mode_updates_batch_stats(tiny):
   model, variables, x = tiny
-  _, state = model.apply(variables, x, train=True, capture_intermediates=True,
-                         mutable=['batch_stats', 'intermediates'])
+  _, state = jax.jit(functools.partial(
+      model.apply, train=True, capture_intermediates=True,
+      mutable=['batch_stats', 'intermediates']))(variables, x)
   assert jax.tree.structure(state['batch_stats']) == jax.tree.structure(
       variables['batch_stats'])
   # Momentum 0.9 from the initial mean 0 and variance 1: the new running
@@ -305,12 +307,12 @@ def test_train_mode_updates_batch_stats(tiny):
 
 def test_eval_mode_uses_running_averages(tiny):
   model, variables, x = tiny
-  # Nontrivial running statistics, so the check means something.
-  _, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
-  variables = {**variables, **updates}
   apply = jax.jit(lambda v, x, train: model.apply(v, x, train=train,
                                                   mutable=['batch_stats']),
                   static_argnums=2)
+  # Nontrivial running statistics, so the check means something.
+  _, updates = apply(variables, x, True)
+  variables = {**variables, **updates}
   other = _images(x.shape, seed=7)
   mixed = jnp.concatenate([x[:2], other[:2]])
 
@@ -373,4 +375,5 @@ def test_bn_axis_name_under_pmap(tiny):
   stats = jax.pmap(lambda v, s: _train_stats(synced, v, s),
                    axis_name='batch')(replicated, shards)
   _assert_trees_close(jax.tree.map(lambda a: a[0], stats),
-                      _train_stats(model, variables, x), rtol=1e-4, atol=1e-5)
+                      jax.jit(functools.partial(_train_stats, model))(variables, x),
+                      rtol=1e-4, atol=1e-5)
