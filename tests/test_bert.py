@@ -37,11 +37,6 @@ def _init(model, seed, tokens, lengths):
                                          train=False))(tokens, lengths)
 
 
-def _apply(model, variables, tokens, lengths):
-  return jax.jit(lambda v, t, l: model.apply(v, t, l, train=False))(
-      variables, tokens, lengths)
-
-
 def _flat(tree) -> dict:
   return {jax.tree_util.keystr(p): np.asarray(x)
           for p, x in jax.tree_util.tree_leaves_with_path(tree)}
@@ -191,7 +186,7 @@ def test_masked_lm_loss_falls():
   assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5])
   assert last['loss'] / last['count'] < 0.75 * first['loss'] / first['count']
   # Eval gathers the chosen positions; the same numbers as all logits.
-  inputs, masked, chosen = masked_lm.choose_and_corrupt(
+  inputs, masked, chosen = jax.jit(masked_lm.choose_and_corrupt, static_argnums=3)(
       jax.random.PRNGKey(0), batch['tokens'], lengths, VOCAB)
   logits = jax.jit(lambda p: model.apply({'params': p}, inputs, lengths,
                                          train=False, masked=masked))(params)
@@ -277,7 +272,7 @@ def test_cls_and_mask_as_token_ids_and_token_types():
 
   classifier = bert.BertClassifier(**TINY, **ORIGINAL)
   params = _init(classifier, 0, tokens, lengths)
-  pooled = lambda t: classifier.apply(params, t, lengths, train=False)
+  pooled = jax.jit(lambda t: classifier.apply(params, t, lengths, train=False))
   assert pooled(tokens).shape == (2, 2)
   # The first input token's output is pooled, and it sees the whole sentence.
   assert not np.allclose(pooled(tokens), pooled(tokens.at[:, 2].set(1)))
