@@ -100,13 +100,14 @@ def test_jvp_hessian_vector_products_and_per_example_gradients(family):
 
   @jax.jit
   def check(params, t):
+    # The primal outputs of the two outer jvps are the forward-mode derivative and the batch
+    # gradient: one program computes each once.
     along = lambda p: jax.jvp(lambda q: f(q, *inputs), (p,), (t,))[1]  # forward mode
-    _, hvp = jax.jvp(lambda p: grad(p, *inputs), (params,), (t,))      # forward over reverse
-    _, curvature = jax.jvp(along, (params,), (t,))                     # forward over forward
-    batch = grad(params, *inputs)
+    batch, hvp = jax.jvp(lambda p: grad(p, *inputs), (params,), (t,))  # forward over reverse
+    forward, curvature = jax.jvp(along, (params,), (t,))               # forward over forward
     one = lambda p, *example: f(p, *(x[None] for x in example))
     per_example = jax.vmap(jax.grad(one), in_axes=(None,) + (0,) * len(inputs))(params, *inputs)
-    return (along(params), _dot(batch, t), _dot(hvp, t), curvature, batch,
+    return (forward, _dot(batch, t), _dot(hvp, t), curvature, batch,
             jax.tree.map(lambda g: g.sum(0), per_example))
 
   forward, inner, t_hvp, curvature, batch, per_example_sum = check(params, t)
