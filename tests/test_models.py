@@ -20,6 +20,11 @@ from deepl import models
 from deepl.errors import UserError
 from deepl.models import resnet
 
+# Init programs only make a starting point: compiled without XLA's optimizations they
+# build in ~1 s of CPU instead of ~7 (optimizing their random number generation).
+SETUP_JIT = dict(compiler_options=dict(xla_backend_optimization_level=0,
+                                       xla_llvm_disable_expensive_passes=True))
+
 # Input shape (batch 2) each registered model is exercised with.
 INPUT_SHAPES = {
     'cnn': (2, 28, 28, 1),
@@ -56,7 +61,11 @@ def _init(model, x, seed=0):
 def _jitted_init(model):
   # One compile is far cheaper than running init op by op, and the cache lets
   # tests share it.
-  return jax.jit(functools.partial(model.init, train=False))
+  return jax.jit(functools.partial(model.init, train=False), **SETUP_JIT)
+
+
+def _init_shapes(model, x):
+  return jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
 
 
 def _count(params):
@@ -158,7 +167,7 @@ def test_model_files_import_only_jax_flax_numpy():
 def test_output_shape_and_param_count(name):
   model = models.build(name)
   x = jax.ShapeDtypeStruct(INPUT_SHAPES[name], jnp.float32)
-  variables = jax.eval_shape(lambda x: _init(model, x), x)
+  variables = _init_shapes(model, x)
   logits = jax.eval_shape(
       lambda v, x: model.apply(v, x, train=False), variables, x)
   assert logits.shape == (2, model.num_classes)
@@ -172,7 +181,7 @@ def test_resnet20_runs():
   # init for its 65 parameter arrays takes seconds; fill the shapes from numpy.
   model = models.build('resnet20')
   x = _images((2, 32, 32, 3))
-  shapes = jax.eval_shape(lambda x: _init(model, x), x)
+  shapes = _init_shapes(model, x)
   rng = np.random.default_rng(0)
   variables = jax.tree.map(
       lambda s: rng.normal(0, 0.1, s.shape).astype(s.dtype), shapes)
@@ -185,7 +194,7 @@ def test_resnet20_runs():
 def test_stage_shapes(block):
   model = resnet.ResNet(block=block, stem='imagenet', **TINY)
   x = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
-  variables = jax.eval_shape(lambda x: _init(model, x), x)
+  variables = _init_shapes(model, x)
   _, state = jax.eval_shape(_apply_capturing(model), variables, x)
   features = lambda b: state['intermediates'][b]['__call__'][0].shape
   expansion = 4 if block == 'bottleneck' else 1
@@ -277,7 +286,7 @@ def test_bfloat16_computes_in_half_but_keeps_float32_params(name):
   # The dtype as a config would give it: a string.
   model = models.build(name, dtype='bfloat16')
   x = jax.ShapeDtypeStruct(INPUT_SHAPES[name], jnp.float32)
-  variables = jax.eval_shape(lambda x: _init(model, x), x)
+  variables = _init_shapes(model, x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
   logits, state = jax.eval_shape(_apply_capturing(model), variables, x)
   assert logits.dtype == jnp.float32
