@@ -26,6 +26,11 @@ from deepl.tasks import masked_lm
 from tests import helpers
 from tests.test_checkpoint import _Source
 
+# Init programs only make a starting point: compiled without XLA's optimizations they
+# build in ~1 s of CPU instead of ~7 (optimizing their random number generation).
+SETUP_JIT = dict(compiler_options=dict(xla_backend_optimization_level=0,
+                                       xla_llvm_disable_expensive_passes=True))
+
 VOCAB = 13
 TINY = dict(vocab_size=VOCAB, num_layers=2, num_heads=2, width=8, max_len=12)
 
@@ -33,13 +38,8 @@ TINY = dict(vocab_size=VOCAB, num_layers=2, num_heads=2, width=8, max_len=12)
 def _init(model, seed, tokens, lengths):
   # Jitted: eager init dispatches (and compiles) every small op one by one,
   # several times slower on a busy CPU.
-  return jax.jit(lambda t, l: model.init(jax.random.PRNGKey(seed), t, l,
-                                         train=False))(tokens, lengths)
-
-
-def _apply(model, variables, tokens, lengths):
-  return jax.jit(lambda v, t, l: model.apply(v, t, l, train=False))(
-      variables, tokens, lengths)
+  return jax.jit(lambda t, l: model.init(jax.random.PRNGKey(seed), t, l, train=False),
+                 **SETUP_JIT)(tokens, lengths)
 
 
 def _flat(tree) -> dict:
@@ -164,7 +164,7 @@ def test_masked_lm_loss_falls():
   counting = (jnp.arange(8)[:, None] * 3 + jnp.arange(10)) % (VOCAB - 1) + 1
   batch = {'tokens': jnp.where(jnp.arange(10) < lengths[:, None], counting, 0),
            'length': lengths, 'label': jnp.zeros((8,), jnp.int32)}
-  params = jax.jit(task.init)(jax.random.PRNGKey(0), batch)['params']
+  params = jax.jit(task.init, **SETUP_JIT)(jax.random.PRNGKey(0), batch)['params']
   tx = optax.adamw(1e-2)
   opt_state = tx.init(params)
 
@@ -191,7 +191,7 @@ def test_masked_lm_loss_falls():
   assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5])
   assert last['loss'] / last['count'] < 0.75 * first['loss'] / first['count']
   # Eval gathers the chosen positions; the same numbers as all logits.
-  inputs, masked, chosen = masked_lm.choose_and_corrupt(
+  inputs, masked, chosen = jax.jit(masked_lm.choose_and_corrupt, static_argnums=3)(
       jax.random.PRNGKey(0), batch['tokens'], lengths, VOCAB)
   logits = jax.jit(lambda p: model.apply({'params': p}, inputs, lengths,
                                          train=False, masked=masked))(params)
@@ -277,7 +277,7 @@ def test_cls_and_mask_as_token_ids_and_token_types():
 
   classifier = bert.BertClassifier(**TINY, **ORIGINAL)
   params = _init(classifier, 0, tokens, lengths)
-  pooled = lambda t: classifier.apply(params, t, lengths, train=False)
+  pooled = jax.jit(lambda t: classifier.apply(params, t, lengths, train=False))
   assert pooled(tokens).shape == (2, 2)
   # The first input token's output is pooled, and it sees the whole sentence.
   assert not np.allclose(pooled(tokens), pooled(tokens.at[:, 2].set(1)))

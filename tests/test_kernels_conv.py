@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures('cpu_device')
 def test_channel_sum(shape):
   # (128, 4, 4, 16) takes the two-stage path, the others the plain one.
   x = jax.random.normal(jax.random.PRNGKey(1), shape)
-  np.testing.assert_allclose(buffers.channel_sum(x), np.asarray(x, np.float64).reshape(
+  np.testing.assert_allclose(jax.jit(buffers.channel_sum)(x), np.asarray(x, np.float64).reshape(
       -1, shape[-1]).sum(0), rtol=1e-5, atol=1e-4)
 
 
@@ -40,21 +40,27 @@ CASES = [
 
 @pytest.mark.parametrize('shape,features,kernel,strides,padding', CASES)
 def test_matches_flax_conv(shape, features, kernel, strides, padding):
-  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  rng = np.random.default_rng(0)  # numpy draws: jax.random would compile once per shape
+  x = rng.standard_normal(shape).astype(np.float32)
   ours = conv.Conv(features, kernel, strides, padding=padding)
   theirs = nn.Conv(features, kernel, strides, padding=padding)
-  variables = theirs.init(jax.random.PRNGKey(1), x)
-  assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(
-      jnp.shape, variables)
-  params = {'kernel': variables['params']['kernel'], 'bias': jnp.linspace(-1, 1, features)}
+  shapes = jax.eval_shape(theirs.init, jax.random.PRNGKey(1), x)
+  assert jax.eval_shape(ours.init, jax.random.PRNGKey(1), x) == shapes
+  kernel_shape = shapes['params']['kernel'].shape
+  params = {'kernel': (rng.standard_normal(kernel_shape) / np.sqrt(np.prod(kernel_shape[:-1])))
+                      .astype(np.float32),
+            'bias': jnp.linspace(-1, 1, features)}
 
-  def grads(module):
-    loss = lambda p, x: jnp.sum(jnp.sin(module.apply({'params': p}, x)) * 1.7)
-    return jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
+  @jax.jit  # one program for both layers' outputs and gradients: one compile a case
+  def outputs_and_grads(params, x):
+    def run(module):
+      loss = lambda p, x: jnp.sum(jnp.sin(module.apply({'params': p}, x)) * 1.7)
+      return module.apply({'params': params}, x), jax.grad(loss, argnums=(0, 1))(params, x)
+    return run(ours), run(theirs)
 
-  np.testing.assert_allclose(ours.apply({'params': params}, x),
-                             theirs.apply({'params': params}, x), rtol=1e-5, atol=1e-5)
-  for a, b in zip(jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(theirs))):
+  (out, grads), (stock_out, stock_grads) = outputs_and_grads(params, x)
+  np.testing.assert_allclose(out, stock_out, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(stock_grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()))
 
 
@@ -73,8 +79,8 @@ def test_cpu_path(c_in, width, c_out, path):
 def test_bfloat16_compute():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1))
   module = conv.Conv(4, (3, 3), dtype=jnp.bfloat16)
-  variables = module.init(jax.random.PRNGKey(1), x)
-  y = module.apply(variables, x)
+  variables = jax.jit(module.init)(jax.random.PRNGKey(1), x)
+  y, stock = jax.jit(lambda v, x: (module.apply(v, x), nn.Conv(4, (3, 3)).apply(v, x)))(
+      variables, x)
   assert y.dtype == jnp.bfloat16 and variables['params']['kernel'].dtype == jnp.float32
-  np.testing.assert_allclose(y.astype(jnp.float32), nn.Conv(4, (3, 3)).apply(variables, x),
-                             rtol=0.05, atol=0.05)
+  np.testing.assert_allclose(y.astype(jnp.float32), stock, rtol=0.05, atol=0.05)

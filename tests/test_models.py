@@ -20,6 +20,11 @@ from deepl import models
 from deepl.errors import UserError
 from deepl.models import resnet
 
+# Init programs only make a starting point: compiled without XLA's optimizations they
+# build in ~1 s of CPU instead of ~7 (optimizing their random number generation).
+SETUP_JIT = dict(compiler_options=dict(xla_backend_optimization_level=0,
+                                       xla_llvm_disable_expensive_passes=True))
+
 # Input shape (batch 2) each registered model is exercised with.
 INPUT_SHAPES = {
     'cnn': (2, 28, 28, 1),
@@ -56,7 +61,11 @@ def _init(model, x, seed=0):
 def _jitted_init(model):
   # One compile is far cheaper than running init op by op, and the cache lets
   # tests share it.
-  return jax.jit(functools.partial(model.init, train=False))
+  return jax.jit(functools.partial(model.init, train=False), **SETUP_JIT)
+
+
+def _init_shapes(model, x):
+  return jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
 
 
 def _count(params):
@@ -158,7 +167,7 @@ def test_model_files_import_only_jax_flax_numpy():
 def test_output_shape_and_param_count(name):
   model = models.build(name)
   x = jax.ShapeDtypeStruct(INPUT_SHAPES[name], jnp.float32)
-  variables = jax.eval_shape(lambda x: _init(model, x), x)
+  variables = _init_shapes(model, x)
   logits = jax.eval_shape(
       lambda v, x: model.apply(v, x, train=False), variables, x)
   assert logits.shape == (2, model.num_classes)
@@ -172,7 +181,7 @@ def test_resnet20_runs():
   # init for its 65 parameter arrays takes seconds; fill the shapes from numpy.
   model = models.build('resnet20')
   x = _images((2, 32, 32, 3))
-  shapes = jax.eval_shape(lambda x: _init(model, x), x)
+  shapes = _init_shapes(model, x)
   rng = np.random.default_rng(0)
   variables = jax.tree.map(
       lambda s: rng.normal(0, 0.1, s.shape).astype(s.dtype), shapes)
@@ -185,7 +194,7 @@ def test_resnet20_runs():
 def test_stage_shapes(block):
   model = resnet.ResNet(block=block, stem='imagenet', **TINY)
   x = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
-  variables = jax.eval_shape(lambda x: _init(model, x), x)
+  variables = _init_shapes(model, x)
   _, state = jax.eval_shape(_apply_capturing(model), variables, x)
   features = lambda b: state['intermediates'][b]['__call__'][0].shape
   expansion = 4 if block == 'bottleneck' else 1
@@ -210,11 +219,12 @@ def test_bad_block_or_stem_is_a_value_error():
 @pytest.mark.parametrize('fixture', ['cnn', 'tiny'])
 def test_apply_is_pure(fixture, request):
   model, variables, x = request.getfixturevalue(fixture)
-  # Two separate traces: Python-side state would show up as a difference.
-  a = jax.jit(functools.partial(model.apply, train=False))(variables, x)
-  b = jax.jit(functools.partial(model.apply, train=False))(variables, x)
-  np.testing.assert_array_equal(a, b)
-  assert np.isfinite(a).all()
+  # Two separate traces: Python-side state would show up as a difference in the
+  # programs (and so in their outputs); one of them is compiled and run.
+  a, b = (jax.jit(functools.partial(model.apply, train=False)).lower(variables, x)
+          for _ in range(2))
+  assert a.as_text() == b.as_text()
+  assert np.isfinite(a.compile()(variables, x)).all()
 
 
 def test_init_depends_only_on_the_key(tiny):
@@ -251,8 +261,8 @@ def test_jit_vmap_and_grad_cnn(cnn):
 def test_jit_vmap_and_grad_resnet(tiny):
   model, variables, x = tiny
   apply = lambda v, x: model.apply(v, x, train=False)
-  batched = jax.jit(apply)(variables, x)
-  per_example = jax.jit(jax.vmap(apply, in_axes=(None, 0)))(variables, x)
+  batched, per_example = jax.jit(lambda v, x: (apply(v, x), jax.vmap(apply, in_axes=(None, 0))(
+      v, x)))(variables, x)
   np.testing.assert_allclose(per_example, batched, rtol=1e-4, atol=1e-4)
 
   @jax.jit
@@ -276,7 +286,7 @@ def test_bfloat16_computes_in_half_but_keeps_float32_params(name):
   # The dtype as a config would give it: a string.
   model = models.build(name, dtype='bfloat16')
   x = jax.ShapeDtypeStruct(INPUT_SHAPES[name], jnp.float32)
-  variables = jax.eval_shape(lambda x: _init(model, x), x)
+  variables = _init_shapes(model, x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
   logits, state = jax.eval_shape(_apply_capturing(model), variables, x)
   assert logits.dtype == jnp.float32
@@ -289,8 +299,9 @@ def test_bfloat16_computes_in_half_but_keeps_float32_params(name):
 
 def test_train_mode_updates_batch_stats(tiny):
   model, variables, x = tiny
-  _, state = model.apply(variables, x, train=True, capture_intermediates=True,
-                         mutable=['batch_stats', 'intermediates'])
+  _, state = jax.jit(functools.partial(
+      model.apply, train=True, capture_intermediates=True,
+      mutable=['batch_stats', 'intermediates']))(variables, x)
   assert jax.tree.structure(state['batch_stats']) == jax.tree.structure(
       variables['batch_stats'])
   # Momentum 0.9 from the initial mean 0 and variance 1: the new running
@@ -305,12 +316,12 @@ def test_train_mode_updates_batch_stats(tiny):
 
 def test_eval_mode_uses_running_averages(tiny):
   model, variables, x = tiny
-  # Nontrivial running statistics, so the check means something.
-  _, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
-  variables = {**variables, **updates}
   apply = jax.jit(lambda v, x, train: model.apply(v, x, train=train,
                                                   mutable=['batch_stats']),
                   static_argnums=2)
+  # Nontrivial running statistics, so the check means something.
+  _, updates = apply(variables, x, True)
+  variables = {**variables, **updates}
   other = _images(x.shape, seed=7)
   mixed = jnp.concatenate([x[:2], other[:2]])
 
@@ -373,4 +384,5 @@ def test_bn_axis_name_under_pmap(tiny):
   stats = jax.pmap(lambda v, s: _train_stats(synced, v, s),
                    axis_name='batch')(replicated, shards)
   _assert_trees_close(jax.tree.map(lambda a: a[0], stats),
-                      _train_stats(model, variables, x), rtol=1e-4, atol=1e-5)
+                      jax.jit(functools.partial(_train_stats, model))(variables, x),
+                      rtol=1e-4, atol=1e-5)

@@ -32,6 +32,11 @@ from deepl.tasks.seq2seq import corpus_bleu
 from deepl.tasks.seq2seq import generation_sums
 from deepl.tasks.seq2seq import Seq2SeqTask
 
+# Init programs only make a starting point: compiled without XLA's optimizations they
+# build in ~1 s of CPU instead of ~7 (optimizing their random number generation).
+SETUP_JIT = dict(compiler_options=dict(xla_backend_optimization_level=0,
+                                       xla_llvm_disable_expensive_passes=True))
+
 SMALL = {'train': 40, 'validation': 8, 'test': 8}
 VOCAB = 13
 TINY = dict(vocab_size=VOCAB, num_layers=2, num_heads=2, width=16, max_len=8)
@@ -125,7 +130,7 @@ def _tiny():
   (a fresh init repeats one token); shared by every test that only reads it."""
   model = seq2seq.EncoderDecoder(**TINY)
 
-  params = jax.jit(functools.partial(model.init, train=False))(
+  params = jax.jit(functools.partial(model.init, train=False), **SETUP_JIT)(
       jax.random.key(0), jnp.zeros((1, 6), jnp.int32), jnp.ones(1, jnp.int32),
       jnp.zeros((1, 7), jnp.int32))['params']
   # numpy noise: jax.random per leaf would cost a compile each.
@@ -312,7 +317,7 @@ def test_task_loss_and_masked_eval():
   targets = jnp.array([[11, 3, 4, 5, 12, 0, 0], [11, 6, 12, 0, 0, 0, 0],
                        [11, 7, 7, 7, 7, 12, 0]])
   batch = {'inputs': inputs, 'input_length': length, 'targets': targets}
-  init = jax.jit(task.init)(jax.random.key(0), batch)
+  init = jax.eval_shape(task.init, jax.random.key(0), batch)
   assert init['params'].keys() == params.keys()
   loss, (sums, _) = jax.jit(task.loss)(params, {}, batch, jax.random.key(1))
   assert float(sums['tokens']) == 4 + 2 + 5 and float(sums['count']) == 3
