@@ -26,10 +26,6 @@ from deepl.tasks import masked_lm
 from tests import helpers
 from tests.test_checkpoint import _Source
 
-# Init programs only make a starting point: compiled without XLA's optimizations they
-# build in ~1 s of CPU instead of ~7 (optimizing their random number generation).
-SETUP_JIT = dict(compiler_options=dict(xla_backend_optimization_level=0,
-                                       xla_llvm_disable_expensive_passes=True))
 
 VOCAB = 13
 TINY = dict(vocab_size=VOCAB, num_layers=2, num_heads=2, width=8, max_len=12)
@@ -39,7 +35,7 @@ def _init(model, seed, tokens, lengths):
   # Jitted: eager init dispatches (and compiles) every small op one by one,
   # several times slower on a busy CPU.
   return jax.jit(lambda t, l: model.init(jax.random.PRNGKey(seed), t, l, train=False),
-                 **SETUP_JIT)(tokens, lengths)
+                 **helpers.SETUP_JIT)(tokens, lengths)
 
 
 def _flat(tree) -> dict:
@@ -164,7 +160,7 @@ def test_masked_lm_loss_falls():
   counting = (jnp.arange(8)[:, None] * 3 + jnp.arange(10)) % (VOCAB - 1) + 1
   batch = {'tokens': jnp.where(jnp.arange(10) < lengths[:, None], counting, 0),
            'length': lengths, 'label': jnp.zeros((8,), jnp.int32)}
-  params = jax.jit(task.init, **SETUP_JIT)(jax.random.PRNGKey(0), batch)['params']
+  params = jax.jit(task.init, **helpers.SETUP_JIT)(jax.random.PRNGKey(0), batch)['params']
   tx = optax.adamw(1e-2)
   opt_state = tx.init(params)
 

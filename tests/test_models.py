@@ -19,11 +19,8 @@ import pytest
 from deepl import models
 from deepl.errors import UserError
 from deepl.models import resnet
+from tests import helpers
 
-# Init programs only make a starting point: compiled without XLA's optimizations they
-# build in ~1 s of CPU instead of ~7 (optimizing their random number generation).
-SETUP_JIT = dict(compiler_options=dict(xla_backend_optimization_level=0,
-                                       xla_llvm_disable_expensive_passes=True))
 
 # Input shape (batch 2) each registered model is exercised with.
 INPUT_SHAPES = {
@@ -61,7 +58,7 @@ def _init(model, x, seed=0):
 def _jitted_init(model):
   # One compile is far cheaper than running init op by op, and the cache lets
   # tests share it.
-  return jax.jit(functools.partial(model.init, train=False), **SETUP_JIT)
+  return jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)
 
 
 def _init_shapes(model, x):

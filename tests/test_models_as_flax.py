@@ -19,11 +19,8 @@ import pytest
 
 from deepl import models
 from deepl.models import bert
+from tests import helpers
 
-# Init programs only make a starting point: compiled without XLA's optimizations they
-# build in ~1 s of CPU instead of ~7 (optimizing their random number generation).
-SETUP_JIT = dict(compiler_options=dict(xla_backend_optimization_level=0,
-                                       xla_llvm_disable_expensive_passes=True))
 
 # (registered name, fields, make inputs(batch, seed) -> positional args, call kwargs)
 _IMAGES = lambda shape: lambda n, seed: (jax.random.uniform(jax.random.key(seed), (n, *shape)),)
@@ -70,7 +67,7 @@ def _setup(family, kernels='xla'):
   name, fields, make = FAMILIES[family]
   model = models.build(name, kernels=kernels, **fields)
   inputs = make(4, 0)
-  variables = jax.jit(functools.partial(model.init, train=False), **SETUP_JIT)(
+  variables = jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)(
       jax.random.key(0), *inputs)
   return model, variables, inputs
 

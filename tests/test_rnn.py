@@ -14,11 +14,8 @@ import pytest
 
 from deepl import models
 from deepl.models import rnn
+from tests import helpers
 
-# Init programs only make a starting point: compiled without XLA's optimizations they
-# build in ~1 s of CPU instead of ~7 (optimizing their random number generation).
-SETUP_JIT = dict(compiler_options=dict(xla_backend_optimization_level=0,
-                                       xla_llvm_disable_expensive_passes=True))
 
 CELLS = ('rnn', 'lstm', 'gru')
 TINY = dict(embed_dim=4, hidden_dim=5)
@@ -92,14 +89,14 @@ def _init(model, *args):
 @functools.cache
 def _jitted_init(model):
   # One compile is far cheaper than running init op by op.
-  return jax.jit(functools.partial(model.init, train=False), **SETUP_JIT)
+  return jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)
 
 
 @functools.cache
 def _layer(cell, features=3):
   layer = rnn.Recurrence(cell, hidden_dim=5)
   x = jnp.zeros((2, 4, features))
-  return layer, jax.jit(layer.init, **SETUP_JIT)(jax.random.key(0), x)
+  return layer, jax.jit(layer.init, **helpers.SETUP_JIT)(jax.random.key(0), x)
 
 
 # ------------------------------------------------------------------ cells
@@ -310,7 +307,7 @@ def test_apply_is_pure_and_jit_matches_eager():
   model = rnn.RNNClassifier(vocab_size=VOCAB, cell='gru', **TINY)
   lengths = np.array([6, 4])
   tokens = _tokens(lengths, 6)
-  init = jax.jit(functools.partial(model.init, train=False), **SETUP_JIT)
+  init = jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)
   variables = init(jax.random.key(0), tokens, lengths)
   jax.tree.map(np.testing.assert_array_equal, variables,
                init(jax.random.key(0), tokens, lengths))

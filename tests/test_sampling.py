@@ -11,11 +11,8 @@ from deepl import models
 from deepl.cli import sample
 from deepl.inference import decoding
 from deepl.errors import UserError
+from tests import helpers
 
-# Init programs only make a starting point: compiled without XLA's optimizations they
-# build in ~1 s of CPU instead of ~7 (optimizing their random number generation).
-SETUP_JIT = dict(compiler_options=dict(xla_backend_optimization_level=0,
-                                       xla_llvm_disable_expensive_passes=True))
 
 LOGITS = jnp.log(jnp.array([[0.5, 0.2, 0.15, 0.1, 0.05]]))
 
@@ -71,7 +68,7 @@ def test_bad_options(options, needle):
 @pytest.mark.parametrize('name', ['rnn_lm'])
 def test_generate_is_deterministic_per_seed(name):
   model = models.build(name, vocab_size=11, embed_dim=8, hidden_dim=16, num_layers=1)
-  params = jax.jit(functools.partial(model.init, train=False), **SETUP_JIT)(
+  params = jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)(
       jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))['params']
   run = lambda seed: decoding.generate(model, params, [1, 2, 3], 20, temperature=1.5, seed=seed)
   assert run(0) == run(0)

@@ -31,11 +31,8 @@ from deepl.models import seq2seq
 from deepl.tasks.seq2seq import corpus_bleu
 from deepl.tasks.seq2seq import generation_sums
 from deepl.tasks.seq2seq import Seq2SeqTask
+from tests import helpers
 
-# Init programs only make a starting point: compiled without XLA's optimizations they
-# build in ~1 s of CPU instead of ~7 (optimizing their random number generation).
-SETUP_JIT = dict(compiler_options=dict(xla_backend_optimization_level=0,
-                                       xla_llvm_disable_expensive_passes=True))
 
 SMALL = {'train': 40, 'validation': 8, 'test': 8}
 VOCAB = 13
@@ -130,7 +127,7 @@ def _tiny():
   (a fresh init repeats one token); shared by every test that only reads it."""
   model = seq2seq.EncoderDecoder(**TINY)
 
-  params = jax.jit(functools.partial(model.init, train=False), **SETUP_JIT)(
+  params = jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)(
       jax.random.key(0), jnp.zeros((1, 6), jnp.int32), jnp.ones(1, jnp.int32),
       jnp.zeros((1, 7), jnp.int32))['params']
   # numpy noise: jax.random per leaf would cost a compile each.
