@@ -47,6 +47,17 @@ def compilation_cache(tmp_path_factory):
   jax.config.update('jax_compilation_cache_dir', folder)
 
 
+@pytest.fixture(scope='module')
+def fast_compile():
+  """For a file of small programs each compiled once and checked against each other or a
+  reference (the models' math, the kernels): XLA compiles them without LLVM's optimizations
+  (jax_disable_most_optimizations), about half the time. Opt in with
+  `pytestmark = pytest.mark.usefixtures('fast_compile')`; training runs keep the defaults."""
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', False)
+
+
 @pytest.fixture
 def no_network(monkeypatch):
   """Makes an accidental TFDS download fail at once instead of hanging ~3.5 min."""

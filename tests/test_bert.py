@@ -26,6 +26,8 @@ from deepl.tasks import masked_lm
 from tests import helpers
 from tests.test_checkpoint import _Source
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
+
 
 VOCAB = 13
 TINY = dict(vocab_size=VOCAB, num_layers=2, num_heads=2, width=8, max_len=12)

@@ -9,7 +9,7 @@ from deepl.kernels.cpu import attention
 from deepl.models import transformer
 
 # Kernel tests run on the CPU whatever the host's default device: the kernels are for it.
-pytestmark = pytest.mark.usefixtures('cpu_device')
+pytestmark = pytest.mark.usefixtures('cpu_device', 'fast_compile')
 
 
 @pytest.mark.parametrize('length,causal,mask_kind,chunked', [

@@ -9,7 +9,7 @@ import pytest
 from deepl.kernels.cpu import batch_norm
 
 # Kernel tests run on the CPU whatever the host's default device: the kernels are for it.
-pytestmark = pytest.mark.usefixtures('cpu_device')
+pytestmark = pytest.mark.usefixtures('cpu_device', 'fast_compile')
 
 KW = dict(momentum=0.9, epsilon=1e-5)
 

@@ -10,7 +10,7 @@ from deepl.kernels.cpu import buffers
 from deepl.kernels.cpu import conv
 
 # Kernel tests run on the CPU whatever the host's default device: the kernels are for it.
-pytestmark = pytest.mark.usefixtures('cpu_device')
+pytestmark = pytest.mark.usefixtures('cpu_device', 'fast_compile')
 
 
 @pytest.mark.parametrize('shape', [(4, 6, 6, 8), (128, 4, 4, 16), (3, 5, 7)])

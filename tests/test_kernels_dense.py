@@ -10,7 +10,7 @@ from deepl.kernels.cpu import dense
 from tests import helpers
 
 # Kernel tests run on the CPU whatever the host's default device: the kernels are for it.
-pytestmark = pytest.mark.usefixtures('cpu_device')
+pytestmark = pytest.mark.usefixtures('cpu_device', 'fast_compile')
 
 # (ours, flax's, their arguments): a Dense on a sequence, attention's q/k/v
 # projection (W -> heads x head_dim) and its output projection (contracting both).

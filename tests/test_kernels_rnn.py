@@ -11,7 +11,7 @@ from deepl.kernels.cpu import rnn as cpu_rnn
 from deepl.models import rnn
 
 # Kernel tests run on the CPU whatever the host's default device: the kernels are for it.
-pytestmark = pytest.mark.usefixtures('cpu_device')
+pytestmark = pytest.mark.usefixtures('cpu_device', 'fast_compile')
 
 
 @pytest.mark.parametrize('cell', ['rnn', 'lstm', 'gru'])

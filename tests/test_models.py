@@ -21,6 +21,8 @@ from deepl.errors import UserError
 from deepl.models import resnet
 from tests import helpers
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
+
 
 # Input shape (batch 2) each registered model is exercised with.
 INPUT_SHAPES = {

@@ -21,6 +21,8 @@ from deepl import models
 from deepl.models import bert
 from tests import helpers
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
+
 
 # (registered name, fields, make inputs(batch, seed) -> positional args, call kwargs)
 _IMAGES = lambda shape: lambda n, seed: (jax.random.uniform(jax.random.key(seed), (n, *shape)),)

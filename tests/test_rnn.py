@@ -16,6 +16,8 @@ from deepl import models
 from deepl.models import rnn
 from tests import helpers
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
+
 
 CELLS = ('rnn', 'lstm', 'gru')
 TINY = dict(embed_dim=4, hidden_dim=5)

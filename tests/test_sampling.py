@@ -13,6 +13,8 @@ from deepl.inference import decoding
 from deepl.errors import UserError
 from tests import helpers
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
+
 
 LOGITS = jnp.log(jnp.array([[0.5, 0.2, 0.15, 0.1, 0.05]]))
 

@@ -33,6 +33,8 @@ from deepl.tasks.seq2seq import generation_sums
 from deepl.tasks.seq2seq import Seq2SeqTask
 from tests import helpers
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
+
 
 SMALL = {'train': 40, 'validation': 8, 'test': 8}
 VOCAB = 13

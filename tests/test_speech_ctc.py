@@ -11,6 +11,8 @@ import pytest
 
 from deepl import ctc
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
+
 BLANK = 0
 
 

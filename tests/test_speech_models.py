@@ -14,6 +14,8 @@ from deepl import models
 from deepl import sharding
 from deepl.data import audio_features
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
+
 MODELS = {
     'speech_cnn': dict(num_classes=5, widths=(4, 8), hidden_dim=8),
     'speech_ctc': dict(vocab_size=7, channels=4, embed_dim=8, hidden_dim=6, num_layers=2),

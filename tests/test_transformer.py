@@ -22,6 +22,8 @@ from deepl.models import transformer
 from deepl.models import vit
 from tests import helpers
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
+
 
 VOCAB = 11
 TINY_GPT = dict(vocab_size=VOCAB, num_layers=2, num_heads=2, width=8,
