@@ -165,7 +165,9 @@ def test_a_run_resumes_on_another_mesh_and_on_one_device(fsdp_run, tfds_data_dir
     rest = run(f'--workdir={workdir}', *args, *mesh, **({'devices': devices} if devices else {}))
     assert rest.returncode == 0, rest.stderr
     assert f'resuming from step {stopped}' in rest.stdout
-    np.testing.assert_allclose(_losses(workdir), _losses(fsdp_run), rtol=1e-5)
+    # Another mesh sums in another order: one-ulp differences that training amplifies, to
+    # 1.6e-5 by step ~90 (measured); a resume that lost state or data order differs by far more.
+    np.testing.assert_allclose(_losses(workdir), _losses(fsdp_run), rtol=1e-4)
   # A sharded run reads on one device.
   evaluated = helpers.deepl_here(f'--workdir={fsdp_run}', command='evaluate')
   assert evaluated.returncode == 0, evaluated.stderr
