@@ -39,13 +39,6 @@ def deepl(*args, devices: int | None = None, timeout: float = 300, command: str 
                         env=env_for(devices, **(env or {})), **popen)
 
 
-# For jits that only make a test's starting point (a model's init): XLA's optimizations spend
-# ~6 s of CPU on a small ResNet init's random number generators, ~1 s without. The values
-# differ from the default compile's in the last bits, and serve only as inputs.
-SETUP_JIT = dict(compiler_options=dict(xla_backend_optimization_level=0,
-                                       xla_llvm_disable_expensive_passes=True))
-
-
 def deepl_here(*args, command: str = 'train', env: dict | None = None, input: str = ''):  # pylint: disable=redefined-builtin
   """`deepl <command> args...` run in this interpreter; returns a CompletedProcess as `deepl`.
 

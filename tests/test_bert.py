@@ -36,8 +36,8 @@ TINY = dict(vocab_size=VOCAB, num_layers=2, num_heads=2, width=8, max_len=12)
 def _init(model, seed, tokens, lengths):
   # Jitted: eager init dispatches (and compiles) every small op one by one,
   # several times slower on a busy CPU.
-  return jax.jit(lambda t, l: model.init(jax.random.PRNGKey(seed), t, l, train=False),
-                 **helpers.SETUP_JIT)(tokens, lengths)
+  init = lambda t, l: model.init(jax.random.PRNGKey(seed), t, l, train=False)
+  return jax.jit(init)(tokens, lengths)
 
 
 def _flat(tree) -> dict:
@@ -162,7 +162,7 @@ def test_masked_lm_loss_falls():
   counting = (jnp.arange(8)[:, None] * 3 + jnp.arange(10)) % (VOCAB - 1) + 1
   batch = {'tokens': jnp.where(jnp.arange(10) < lengths[:, None], counting, 0),
            'length': lengths, 'label': jnp.zeros((8,), jnp.int32)}
-  params = jax.jit(task.init, **helpers.SETUP_JIT)(jax.random.PRNGKey(0), batch)['params']
+  params = jax.jit(task.init)(jax.random.PRNGKey(0), batch)['params']
   tx = optax.adamw(1e-2)
   opt_state = tx.init(params)
 

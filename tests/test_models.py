@@ -19,7 +19,6 @@ import pytest
 from deepl import models
 from deepl.errors import UserError
 from deepl.models import resnet
-from tests import helpers
 
 pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
 
@@ -60,7 +59,7 @@ def _init(model, x, seed=0):
 def _jitted_init(model):
   # One compile is far cheaper than running init op by op, and the cache lets
   # tests share it.
-  return jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)
+  return jax.jit(functools.partial(model.init, train=False))
 
 
 def _init_shapes(model, x):

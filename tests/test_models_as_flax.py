@@ -19,7 +19,6 @@ import pytest
 
 from deepl import models
 from deepl.models import bert
-from tests import helpers
 
 pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
 
@@ -69,7 +68,7 @@ def _setup(family, kernels='xla'):
   name, fields, make = FAMILIES[family]
   model = models.build(name, kernels=kernels, **fields)
   inputs = make(4, 0)
-  variables = jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)(
+  variables = jax.jit(functools.partial(model.init, train=False))(
       jax.random.key(0), *inputs)
   return model, variables, inputs
 

@@ -14,7 +14,6 @@ import pytest
 
 from deepl import models
 from deepl.models import rnn
-from tests import helpers
 
 pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
 
@@ -91,14 +90,14 @@ def _init(model, *args):
 @functools.cache
 def _jitted_init(model):
   # One compile is far cheaper than running init op by op.
-  return jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)
+  return jax.jit(functools.partial(model.init, train=False))
 
 
 @functools.cache
 def _layer(cell, features=3):
   layer = rnn.Recurrence(cell, hidden_dim=5)
   x = jnp.zeros((2, 4, features))
-  return layer, jax.jit(layer.init, **helpers.SETUP_JIT)(jax.random.key(0), x)
+  return layer, jax.jit(layer.init)(jax.random.key(0), x)
 
 
 # ------------------------------------------------------------------ cells
@@ -309,7 +308,7 @@ def test_apply_is_pure_and_jit_matches_eager():
   model = rnn.RNNClassifier(vocab_size=VOCAB, cell='gru', **TINY)
   lengths = np.array([6, 4])
   tokens = _tokens(lengths, 6)
-  init = jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)
+  init = jax.jit(functools.partial(model.init, train=False))
   variables = init(jax.random.key(0), tokens, lengths)
   jax.tree.map(np.testing.assert_array_equal, variables,
                init(jax.random.key(0), tokens, lengths))

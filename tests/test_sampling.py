@@ -11,7 +11,6 @@ from deepl import models
 from deepl.cli import sample
 from deepl.inference import decoding
 from deepl.errors import UserError
-from tests import helpers
 
 pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
 
@@ -70,7 +69,7 @@ def test_bad_options(options, needle):
 @pytest.mark.parametrize('name', ['rnn_lm'])
 def test_generate_is_deterministic_per_seed(name):
   model = models.build(name, vocab_size=11, embed_dim=8, hidden_dim=16, num_layers=1)
-  params = jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)(
+  params = jax.jit(functools.partial(model.init, train=False))(
       jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))['params']
   run = lambda seed: decoding.generate(model, params, [1, 2, 3], 20, temperature=1.5, seed=seed)
   assert run(0) == run(0)

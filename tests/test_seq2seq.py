@@ -31,7 +31,6 @@ from deepl.models import seq2seq
 from deepl.tasks.seq2seq import corpus_bleu
 from deepl.tasks.seq2seq import generation_sums
 from deepl.tasks.seq2seq import Seq2SeqTask
-from tests import helpers
 
 pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
 
@@ -129,7 +128,7 @@ def _tiny():
   (a fresh init repeats one token); shared by every test that only reads it."""
   model = seq2seq.EncoderDecoder(**TINY)
 
-  params = jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)(
+  params = jax.jit(functools.partial(model.init, train=False))(
       jax.random.key(0), jnp.zeros((1, 6), jnp.int32), jnp.ones(1, jnp.int32),
       jnp.zeros((1, 7), jnp.int32))['params']
   # numpy noise: jax.random per leaf would cost a compile each.

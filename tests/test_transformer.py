@@ -20,7 +20,6 @@ from deepl.inference import decoding
 from deepl.models import gpt
 from deepl.models import transformer
 from deepl.models import vit
-from tests import helpers
 
 pytestmark = pytest.mark.usefixtures('fast_compile')  # conftest: small programs, compiled once
 
@@ -43,7 +42,7 @@ def _tokens(shape, seed=1):
 def _tiny_gpt(position='learned'):
   """A tiny GPT and its variables, shared by the tests that only read them."""
   model = gpt.GPT(position=position, **TINY_GPT)
-  init = jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)
+  init = jax.jit(functools.partial(model.init, train=False))
   return model, init(jax.random.key(0), _tokens((1, 4)))
 
 
@@ -76,7 +75,7 @@ def test_attention_matches_numpy(cross, padding, causal):
   x = jax.random.normal(jax.random.key(1), (b, t, width))
   context = jax.random.normal(jax.random.key(2), (b, s, 6)) if cross else None
   attention = transformer.MultiHeadAttention(num_heads=2)
-  variables = jax.jit(attention.init, **helpers.SETUP_JIT)(jax.random.key(0), x, context)
+  variables = jax.jit(attention.init)(jax.random.key(0), x, context)
   # Biases start at zero; randomise them so the reference checks them too.
   variables = jax.tree.map(
       lambda a: a + 0.1 * jax.random.normal(jax.random.key(3), a.shape),
@@ -115,7 +114,7 @@ def test_decoder_block_decodes_like_a_full_pass():
                             cross_attention=True, rotary=True)
   x = jax.random.normal(jax.random.key(1), (2, 5, 8))
   context = jax.random.normal(jax.random.key(2), (2, 3, 8))
-  variables = jax.jit(functools.partial(block.init, train=False), **helpers.SETUP_JIT)(
+  variables = jax.jit(functools.partial(block.init, train=False))(
       jax.random.key(0), x, context=context)
   full = jax.jit(functools.partial(block.apply, train=False))(
       variables, x, context=context)
@@ -373,7 +372,7 @@ def test_vit_jit_and_grad():
   model = vit.ViT(num_classes=10, patch_size=7, dropout=0.1, **TINY_VIT)
   images = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
   labels = jnp.arange(3)
-  params = jax.jit(functools.partial(model.init, train=False), **helpers.SETUP_JIT)(
+  params = jax.jit(functools.partial(model.init, train=False))(
       jax.random.key(0), images)['params']
 
   @jax.jit
@@ -425,7 +424,7 @@ def _remat_cases():
 @pytest.mark.parametrize('name', ['gpt', 'bert', 'vit', 'seq2seq'])
 def test_remat_gives_the_same_gradients(name):
   make, args = _remat_cases()[name]
-  params = jax.jit(functools.partial(make().init, train=False), **helpers.SETUP_JIT)(
+  params = jax.jit(functools.partial(make().init, train=False))(
       jax.random.key(0), *args)
   def grads(model):
     loss = lambda p: model.apply(p, *args, train=True, rngs={'dropout': jax.random.key(3)}).sum()
