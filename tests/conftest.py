@@ -39,12 +39,21 @@ def tfds_data_dir(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope='session', autouse=True)
 def compilation_cache(tmp_path_factory):
-  """The `deepl` runs of a session share a compilation cache, not the user's ~/.cache: those in
-  their own process through the variable, those in this one (helpers.deepl_here) through
-  jax.config, as JAX read the variable when it was imported. Compiling is most of a short run."""
-  folder = str(tmp_path_factory.mktemp('xla_cache'))
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = folder
-  jax.config.update('jax_compilation_cache_dir', folder)
+  """The `deepl` runs of a test run share one compilation cache, not the user's ~/.cache: those
+  in their own process through the variables, those in this one (helpers.deepl_here) through
+  jax.config, as JAX read the variables when it was imported. Compiling is most of a short run,
+  and most of the suite's programs recur (the same default run stopped, resumed, predicted
+  from, on either xdist worker): every program is cached, also those JAX's default skips for
+  compiling in under 1 s."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):  # each worker's basetemp is a folder of the run's
+    root = root.parent
+  folder = root / 'xla_cache'
+  folder.mkdir(exist_ok=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = str(folder)
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  jax.config.update('jax_compilation_cache_dir', str(folder))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 
 
 @pytest.fixture(scope='module')
