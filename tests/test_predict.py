@@ -27,9 +27,9 @@ def dates_run(tfds_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('dates') / 'run'
   result = helpers.deepl_here(
       f'--config={helpers.EXPERIMENTS}/dates_seq2seq.py', f'--workdir={workdir}',
-      f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=300',
-      '--config.train.log_every_steps=100', '--config.eval.every_steps=300',
-      '--config.checkpoint.every_steps=150')
+      f'--config.data.data_dir={tfds_data_dir}', '--config.train.num_steps=200',
+      '--config.train.log_every_steps=100', '--config.eval.every_steps=200',
+      '--config.checkpoint.every_steps=100')
   assert result.returncode == 0, result.stderr
   return workdir
 
@@ -55,7 +55,7 @@ def test_predictions_score_what_training_evaluated(dates_run, validation):
   exact = np.mean([a == t for a, t in zip(answers, validation.targets)])
   metrics = (pathlib.Path(dates_run) / 'metrics.jsonl').read_text().splitlines()
   rows = [json.loads(l) for l in metrics]
-  logged = [r for r in rows if r['split'] == 'validation' and r['step'] == 300][-1]['exact_match']
+  logged = [r for r in rows if r['split'] == 'validation' and r['step'] == 200][-1]['exact_match']
   assert logged > 0.5  # it learned enough for the comparison to mean something
   assert abs(exact - logged) <= 1 / len(validation) + 1e-9, (exact, logged)
 
@@ -92,12 +92,12 @@ def test_a_run_written_by_an_earlier_deepl(dates_run, validation, tmp_path):
 def test_step_picks_the_checkpoint(dates_run, validation):
   lines = ''.join(f'{s}\n' for s in validation.sources[:50])
   newest, last, early = (_predict(dates_run, '--input=-', *step, input=lines)
-                         for step in ((), ('--step=300',), ('--step=150',)))
+                         for step in ((), ('--step=200',), ('--step=100',)))
   for result in (newest, last, early):
     assert result.returncode == 0, result.stderr
   assert newest.stdout == last.stdout != early.stdout
   _assert_user_error(_predict(dates_run, '--input=x', '--step=7'), 'no checkpoint of step 7',
-                     'it has: 150, 300')
+                     'it has: 100, 200')
 
 
 @pytest.mark.parametrize('inputs,beam_size,needle', [
