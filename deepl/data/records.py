@@ -12,6 +12,8 @@ so the decoding runs there in parallel.
 """
 
 import numpy as np
+import tensorflow_datasets as tfds
+from tensorflow_datasets.proto import tf_example_pb2
 
 from deepl.data import images as images_lib
 
@@ -19,6 +21,24 @@ from deepl.data import images as images_lib
 def split_megabytes(builder, split: str) -> float:
   """The size of a prepared split's files, in MiB (0 where TFDS did not record it)."""
   return int(builder.info.splits[split].num_bytes) / 2**20
+
+
+def read_scalar_columns(builder, split: str, names) -> dict[str, list]:
+  """Every record of a prepared split, as one list per named scalar feature: bytes for text
+  (TFDS stores it utf-8 encoded), int for integers and class labels.
+
+  TFDS's own decoding of a record (its FeaturesDict, in Python) takes ~60 us: 4 s for the
+  67k sentences of SST-2's train split at every start of a run. The records are
+  tf.train.Example protos, which protobuf's C parser reads in ~5 us.
+  """
+  source = builder.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+  columns = {name: [] for name in names}
+  for record in source.__getitems__(range(len(source))):
+    features = tf_example_pb2.Example.FromString(record).features.feature
+    for name, column in columns.items():
+      feature = features[name]
+      column.append(getattr(feature, feature.WhichOneof('kind')).value[0])
+  return columns
 
 
 class RecordSource:

@@ -27,6 +27,7 @@ import dataclasses
 
 import numpy as np
 
+from deepl.data import records
 from deepl.data import text as text_lib
 from deepl.errors import UserError
 
@@ -59,11 +60,8 @@ class PairSplit:
 
 def load_pair_split(builder, split: str) -> PairSplit:
   """Reads a prepared split with `source` and `target` Text features."""
-  source = builder.as_data_source(split)
-  records = source.__getitems__(range(len(source)))
-  # Text features come back as utf-8 bytes without TensorFlow.
-  return PairSplit([r['source'].decode('utf-8') for r in records],
-                   [r['target'].decode('utf-8') for r in records])
+  columns = records.read_scalar_columns(builder, split, ['source', 'target'])
+  return PairSplit(*([t.decode('utf-8') for t in columns[k]] for k in ('source', 'target')))
 
 
 def special_ids(tokenizer) -> tuple[int, int]:

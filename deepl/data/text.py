@@ -17,6 +17,7 @@ import itertools
 
 import numpy as np
 
+from deepl.data import records
 from deepl.data import text_files
 from deepl.errors import UserError
 
@@ -38,14 +39,12 @@ class TextSplit:
 
 def load_text_split(builder, split: str) -> TextSplit:
   """Reads a prepared text split: `sentence` + `label`, or `text` alone."""
-  source = builder.as_data_source(split)
-  records = source.__getitems__(range(len(source)))
-  key = 'sentence' if 'sentence' in builder.info.features else 'text'
-  # Text features come back as utf-8 bytes without TensorFlow.
-  texts = [r[key].decode('utf-8') for r in records]
-  labels = None
-  if 'label' in builder.info.features:
-    labels = np.array([r['label'] for r in records], np.int32)
+  features = builder.info.features
+  key = 'sentence' if 'sentence' in features else 'text'
+  columns = records.read_scalar_columns(builder, split, [key, 'label'] if 'label' in features
+                                        else [key])
+  texts = [t.decode('utf-8') for t in columns[key]]
+  labels = np.array(columns['label'], np.int32) if 'label' in columns else None
   return TextSplit(texts, labels)
 
 
