@@ -6,6 +6,8 @@ import pathlib
 import jax
 import pytest
 
+from tests import helpers
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -58,13 +60,11 @@ def compilation_cache(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def fast_compile():
-  """For a file of small programs each compiled once and checked against each other or a
-  reference (the models' math, the kernels): XLA compiles them without LLVM's optimizations
-  (jax_disable_most_optimizations), about half the time. Opt in with
-  `pytestmark = pytest.mark.usefixtures('fast_compile')`; training runs keep the defaults."""
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', False)
+  """helpers.fast_compile for a whole file of small programs each compiled once and checked
+  against each other or a reference (the models' math, the kernels). Opt in with
+  `pytestmark = pytest.mark.usefixtures('fast_compile')`."""
+  with helpers.fast_compile():
+    yield
 
 
 @pytest.fixture

@@ -15,6 +15,19 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / 'experiments'
 
 
+@contextlib.contextmanager
+def fast_compile():
+  """XLA compiles what runs inside without LLVM's optimizations (jax_disable_most_optimizations):
+  about half the compile time, slower code, some float ops rounded otherwise than at the default
+  -O2. For programs that run a few times and whose results are compared only among themselves,
+  such as a short training run that tests then read."""
+  jax.config.update('jax_disable_most_optimizations', True)
+  try:
+    yield
+  finally:
+    jax.config.update('jax_disable_most_optimizations', False)
+
+
 def env_for(devices: int | None = None, fast_compile: bool = False, **extra) -> dict:
   """The environment of a subprocess on `devices` forced CPU devices.
 
@@ -32,11 +45,11 @@ def env_for(devices: int | None = None, fast_compile: bool = False, **extra) -> 
 
 
 def deepl(*args, devices: int | None = None, timeout: float = 300, command: str = 'train',
-          env: dict | None = None, **popen):
+          env: dict | None = None, fast_compile: bool = False, **popen):
   """`deepl <command> args...` in a fresh interpreter; returns CompletedProcess."""
   return subprocess.run([sys.executable, '-m', 'deepl.cli.main', command, *args],
                         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                        env=env_for(devices, **(env or {})), **popen)
+                        env=env_for(devices, fast_compile, **(env or {})), **popen)
 
 
 def deepl_here(*args, command: str = 'train', env: dict | None = None, input: str = ''):  # pylint: disable=redefined-builtin

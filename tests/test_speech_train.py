@@ -36,9 +36,11 @@ def _config(name, data_dir, arg='tiny'):
 
 
 def _train(name, data_dir, workdir):
+  """A few steps, compiled fast: the tests compare what the run gives among themselves."""
   config = _config(name, data_dir)
   config_lib.validate(config)
-  final = train.train_and_evaluate(config, str(workdir))
+  with helpers.fast_compile():
+    final = train.train_and_evaluate(config, str(workdir))
   return workdir, final
 
 

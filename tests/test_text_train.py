@@ -27,13 +27,14 @@ def _rows(workdir, split):
 @pytest.fixture(scope='module')
 def shakespeare_run(shared_data, tfds_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('lm') / 'run'
-  result = helpers.deepl_here(
-      f'--config={helpers.EXPERIMENTS}/shakespeare_lstm.py', f'--workdir={workdir}',
-      f'--config.data.data_dir={tfds_data_dir}',
-      f'--config.data.manual_dir={shared_data}/tiny_shakespeare', *SMALL_RNN,
-      '--config.model.num_layers=1', '--config.data.context=32', '--config.train.num_steps=30',
-      '--config.train.log_every_steps=10', '--config.eval.every_steps=30',
-      '--config.checkpoint.every_steps=30')
+  with helpers.fast_compile():  # a short run that the tests read among themselves
+    result = helpers.deepl_here(
+        f'--config={helpers.EXPERIMENTS}/shakespeare_lstm.py', f'--workdir={workdir}',
+        f'--config.data.data_dir={tfds_data_dir}',
+        f'--config.data.manual_dir={shared_data}/tiny_shakespeare', *SMALL_RNN,
+        '--config.model.num_layers=1', '--config.data.context=32', '--config.train.num_steps=30',
+        '--config.train.log_every_steps=10', '--config.eval.every_steps=30',
+        '--config.checkpoint.every_steps=30')
   assert result.returncode == 0, result.stderr
   return workdir
 
@@ -41,12 +42,13 @@ def shakespeare_run(shared_data, tfds_data_dir, tmp_path_factory):
 @pytest.fixture(scope='module')
 def sst2_run(shared_data, tfds_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('sst2') / 'run'
-  result = helpers.deepl_here(
-      f'--config={helpers.EXPERIMENTS}/sst2_lstm.py', f'--workdir={workdir}',
-      f'--config.data.data_dir={tfds_data_dir}', f'--config.data.manual_dir={shared_data}/sst2',
-      *SMALL_RNN, '--config.data.max_length=32', '--config.train.num_steps=20',
-      '--config.train.log_every_steps=10', '--config.eval.every_steps=20',
-      '--config.checkpoint.every_steps=20')
+  with helpers.fast_compile():  # a short run that the tests read among themselves
+    result = helpers.deepl_here(
+        f'--config={helpers.EXPERIMENTS}/sst2_lstm.py', f'--workdir={workdir}',
+        f'--config.data.data_dir={tfds_data_dir}', f'--config.data.manual_dir={shared_data}/sst2',
+        *SMALL_RNN, '--config.data.max_length=32', '--config.train.num_steps=20',
+        '--config.train.log_every_steps=10', '--config.eval.every_steps=20',
+        '--config.checkpoint.every_steps=20')
   assert result.returncode == 0, result.stderr
   assert 'validation accuracy' in result.stdout
   return workdir
@@ -111,7 +113,8 @@ def test_sample_from_a_run_written_on_four_devices(shared_data, tfds_data_dir, t
       f'--config.data.data_dir={tfds_data_dir}',
       f'--config.data.manual_dir={shared_data}/tiny_shakespeare', *SMALL_RNN,
       '--config.model.num_layers=1', '--config.data.context=32', '--config.train.num_steps=4',
-      '--config.eval.every_steps=4', '--config.checkpoint.every_steps=4', devices=4)
+      '--config.eval.every_steps=4', '--config.checkpoint.every_steps=4', devices=4,
+      fast_compile=True)
   assert trained.returncode == 0, trained.stderr
   sampled = _sample(workdir, '--prompt=ROMEO:', '--length=5')
   assert sampled.returncode == 0, sampled.stderr
