@@ -60,8 +60,9 @@ def compilation_cache(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def fast_compile():
-  """helpers.fast_compile for a whole file of small programs each compiled once and checked
-  against each other or a reference (the models' math, the kernels). Opt in with
+  """helpers.fast_compile for a whole file whose programs compile for longer than they run
+  and are checked against each other or a reference: the models' math, the kernels, the
+  short runs of the loop's tests. Opt in with
   `pytestmark = pytest.mark.usefixtures('fast_compile')`."""
   with helpers.fast_compile():
     yield
@@ -90,7 +91,16 @@ def pytest_addoption(parser):
                    help='also run the long training runs marked slow')
 
 
+# The files that take longest (worker seconds, 2 cores), run first: pytest-xdist hands out
+# files in collection order, and one of these started last keeps one worker busy alone at the
+# end while the other waits.
+_LONGEST_FIRST = ('test_train.py', 'test_models_as_flax.py', 'test_meshes.py',
+                  'test_multihost.py', 'test_predict.py', 'test_transformer.py')
+
+
 def pytest_collection_modifyitems(config, items):
+  rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
   if config.getoption('--runslow'):
     return
   skip = pytest.mark.skip(reason='long training run: pass --runslow')

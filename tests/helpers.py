@@ -15,37 +15,42 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / 'experiments'
 
 
+FAST_COMPILE = 'JAX_DISABLE_MOST_OPTIMIZATIONS'  # JAX's variable for its jax.config option
+
+
 @contextlib.contextmanager
 def fast_compile():
-  """XLA compiles what runs inside without LLVM's optimizations (jax_disable_most_optimizations):
-  about half the compile time, slower code, some float ops rounded otherwise than at the default
-  -O2. For programs that run a few times and whose results are compared only among themselves,
-  such as a short training run that tests then read."""
+  """What compiles inside, in this process and in the processes it starts, compiles without
+  most of XLA's optimizations (jax_disable_most_optimizations: LLVM at -O0, its expensive
+  passes off): about half the compile time, slower code, some float ops rounded otherwise than
+  at the default -O2. For programs whose time is compiling and whose results are compared only
+  among themselves: the models' math, a short training run that tests then read."""
+  saved = os.environ.get(FAST_COMPILE)
+  os.environ[FAST_COMPILE] = '1'
   jax.config.update('jax_disable_most_optimizations', True)
   try:
     yield
   finally:
     jax.config.update('jax_disable_most_optimizations', False)
+    if saved is None:
+      del os.environ[FAST_COMPILE]
+    else:
+      os.environ[FAST_COMPILE] = saved
 
 
-def env_for(devices: int | None = None, fast_compile: bool = False, **extra) -> dict:
-  """The environment of a subprocess on `devices` forced CPU devices.
-
-  fast_compile: LLVM -O0, for programs whose time is compiling (XLA:CPU compiles a random
-  number generator ~5x faster) and whose results are compared only among themselves: the
-  code runs slower and rounds some float ops differently from the default -O2.
-  """
+def env_for(devices: int | None = None, fast_compile: bool = False, **extra) -> dict:  # pylint: disable=redefined-outer-name
+  """The environment of a subprocess on `devices` forced CPU devices; fast_compile: as
+  fast_compile() does (the environment of this process may say so already)."""
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT))
-  flags = [f'--xla_force_host_platform_device_count={devices}'] if devices else []
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}' if devices else ''
   if fast_compile:
-    flags.append('--xla_backend_optimization_level=0')
-  env['XLA_FLAGS'] = ' '.join(flags)
+    env[FAST_COMPILE] = '1'
   env.update(extra)
   return env
 
 
 def deepl(*args, devices: int | None = None, timeout: float = 300, command: str = 'train',
-          env: dict | None = None, fast_compile: bool = False, **popen):
+          env: dict | None = None, fast_compile: bool = False, **popen):  # pylint: disable=redefined-outer-name
   """`deepl <command> args...` in a fresh interpreter; returns CompletedProcess."""
   return subprocess.run([sys.executable, '-m', 'deepl.cli.main', command, *args],
                         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
