@@ -15,6 +15,7 @@ Pieces (deepl/kernels/cpu):
   conv_shift    first layers as shifted multiply-adds
   conv_pairs    16-channel 3x3 convolutions as column pairs
   conv_buffer   the convolution's input kept as a buffer (materialize)
+  conv_bias     the bias gradient as a channel sum of one kept buffer
   batch_norm    the batch norm with its own VJP (nn.BatchNorm instead)
   dense         Dense layers as 2-D matmuls (nn.Dense, nn.DenseGeneral instead)
   attention     blocked head-major causal attention (jax.nn.dot_product_attention)
@@ -41,7 +42,7 @@ from deepl.kernels.cpu import conv
 from deepl.cli.main import fail
 from deepl.models import layers
 
-PIECES = ('conv', 'conv_shift', 'conv_pairs', 'conv_buffer', 'batch_norm',
+PIECES = ('conv', 'conv_shift', 'conv_pairs', 'conv_buffer', 'conv_bias', 'batch_norm',
           'dense', 'attention', 'recurrence', 'barriers', 'ynn', 'layers', 'xla')
 flags.DEFINE_list('without', ['xla'], f'Pieces to time without, one variant each: {PIECES}.')
 flags.DEFINE_integer('rounds', 8, 'Alternating rounds of one window per variant.')
@@ -55,6 +56,7 @@ _SWAPS = {  # LayerSet fields of the stock set
 _CONV_PATCHES = {  # module attributes of deepl/kernels/cpu/conv.py, read when the step is traced
     'conv_shift': ('_MAX_SHIFT_TAPS', 0), 'conv_pairs': ('_MAX_PAIRED_CHANNELS', 0),
     'conv_buffer': ('materialize', lambda x: x),
+    'conv_bias': ('add_bias', lambda y, bias: y + bias),
 }
 _OPTIONS = {'barriers': 'xla_disable_hlo_passes', 'ynn': 'xla_cpu_experimental_ynn_fusion_type'}
 

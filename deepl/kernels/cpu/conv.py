@@ -39,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deepl.kernels.cpu.buffers import channel_sum
 from deepl.kernels.cpu.buffers import materialize
 
 _DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
@@ -169,6 +170,40 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   return conv2d(materialize(lhs), rhs, window_strides, padding)
 
 
+@jax.custom_vjp
+def add_bias(y, bias):
+  """y + bias over the last axis; the bias gradient a `channel_sum` of one kept buffer."""
+  return y + bias
+
+
+def _add_bias_fwd(y, bias):
+  return y + bias, None
+
+
+def _add_bias_bwd(_, g):
+  # One buffer for this sum and the convolution's gradients: XLA:CPU otherwise
+  # fuses g's producer (a ReLU's or a pool's backward) into both and computes it
+  # twice. The sum in float32: in bfloat16 a sum of ~10^5 terms keeps few bits.
+  g = materialize(g)
+  return g, channel_sum(g.astype(jnp.float32)).astype(g.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
 class Conv(nn.Conv):
-  """flax.linen.Conv (same fields, variables and values) with `conv_general_dilated` above."""
+  """flax.linen.Conv (same fields, variables and values) with `conv_general_dilated` above,
+  and the bias added by `add_bias`."""
   conv_general_dilated: Any = conv_general_dilated
+
+  @nn.compact
+  def __call__(self, inputs):
+    if not self.use_bias:
+      return super().__call__(inputs)
+    # flax's convolution without its bias, in this module's scope (the same
+    # variable tree), then the bias, created after the kernel as flax does.
+    conv = self.clone(parent=self, use_bias=False, name="stock")
+    nn.share_scope(self, conv)
+    y = conv(inputs)
+    bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+    return add_bias(y, bias.astype(y.dtype))
