@@ -95,11 +95,12 @@ def _forget_flags(flag_values) -> None:
 
 def train_digits(workdir, data_dir, *, steps: int, eval_every: int | None = None,
                  checkpoint_every: int | None = None, extra=()):
-  """A short run of the default experiment (sklearn digits) in `workdir`; returns workdir."""
-  result = deepl(f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
-                 f'--config.train.num_steps={steps}',
-                 f'--config.eval.every_steps={eval_every or steps}',
-                 f'--config.checkpoint.every_steps={checkpoint_every or steps}', *extra)
+  """A short run of the default experiment (sklearn digits) in `workdir`, in this interpreter;
+  returns workdir."""
+  result = deepl_here(f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
+                      f'--config.train.num_steps={steps}',
+                      f'--config.eval.every_steps={eval_every or steps}',
+                      f'--config.checkpoint.every_steps={checkpoint_every or steps}', *extra)
   assert result.returncode == 0, result.stderr
   return workdir
 
