@@ -16,6 +16,8 @@ from deepl.cli import main as cli_main
 from deepl.errors import UserError
 from tests import helpers
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # short runs, compared among themselves
+
 
 _assert_user_error = helpers.assert_user_error
 

@@ -6,6 +6,8 @@ import pytest
 
 from tests import helpers
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # short runs, compared among themselves
+
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory, tfds_data_dir):

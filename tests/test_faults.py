@@ -36,6 +36,8 @@ from deepl.errors import UserError
 from deepl.state import TrainState
 from tests import helpers
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # short runs, compared among themselves
+
 # Steps 1-20 at lr 0.1, then 1e29 (the step schedule's factor): a run that blows up midway.
 BLOW_UP = ('--config.optim.schedule=step', '--config.optim.step_boundaries=(0.5,)',
            '--config.optim.warmup_steps=0', '--config.train.num_steps=40',

@@ -25,6 +25,8 @@ from deepl.interop import huggingface
 from deepl.models import bert
 from tests import hf_reference as ref
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # short runs, compared among themselves
+
 torch, transformers = ref.torch, ref.transformers
 
 SMALL = dict(vocab_size=11, num_layers=1, num_heads=2, width=8, max_len=6)

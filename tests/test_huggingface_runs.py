@@ -32,6 +32,8 @@ from deepl.interop import huggingface
 from tests import helpers
 from tests import hf_reference as ref
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # short runs, compared among themselves
+
 torch, transformers = ref.torch, ref.transformers
 
 # A few steps, one eval and one checkpoint at the end.

@@ -12,6 +12,8 @@ from deepl.state import TrainState
 from tests import helpers
 from tests.test_checkpoint import _Source
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # short runs, compared among themselves
+
 
 def _save(workdir, params, steps=(7,)):
   ckpt = checkpoint.Checkpointer(str(workdir / 'checkpoints'), keep=len(steps))

@@ -17,6 +17,8 @@ from deepl.errors import UserError
 from tests import helpers
 from tests.test_cli_errors import _assert_user_error
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # short runs, compared among themselves
+
 CLASSES = ('cat', 'dog', 'emu')
 
 

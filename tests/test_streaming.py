@@ -20,6 +20,8 @@ from deepl.data import records
 from tests import helpers
 from tests.test_own_data import make_image_folder
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # short runs, compared among themselves
+
 
 @pytest.fixture(scope='module', autouse=True)
 def absl_flags():

@@ -19,6 +19,8 @@ from deepl.tasks import common
 from deepl.tasks.classification import ClassificationTask
 from tests import helpers
 
+pytestmark = pytest.mark.usefixtures('fast_compile')  # short runs, compared among themselves
+
 
 class DigitResidueTask(ClassificationTask):
   """A fifth task, as a user would add one: the digit's residue modulo an option."""
