@@ -25,13 +25,14 @@ def fast_compile():
   passes off): about half the compile time, slower code, some float ops rounded otherwise than
   at the default -O2. For programs whose time is compiling and whose results are compared only
   among themselves: the models' math, a short training run that tests then read."""
-  saved = os.environ.get(FAST_COMPILE)
+  saved, saved_option = (os.environ.get(FAST_COMPILE),
+                         jax.config.values['jax_disable_most_optimizations'])
   os.environ[FAST_COMPILE] = '1'
   jax.config.update('jax_disable_most_optimizations', True)
   try:
     yield
-  finally:
-    jax.config.update('jax_disable_most_optimizations', False)
+  finally:  # as it was: a file's fast_compile fixture may hold it around this one
+    jax.config.update('jax_disable_most_optimizations', saved_option)
     if saved is None:
       del os.environ[FAST_COMPILE]
     else:
