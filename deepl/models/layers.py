@@ -43,6 +43,10 @@ class LayerSet:
     recurrence: (step, w_h, b_h, carry, xw, mask) -> (carry, ys), a
       recurrent layer's time loop (see deepl.models.rnn.scan_recurrence for
       the contract); None for a plain `lax.scan`.
+    project_embedding_table: a language model's first recurrent layer may
+      project its embedding table once and look up each token's row, instead
+      of projecting every token's embedding (the same products when the
+      vocabulary is smaller than the batch's tokens).
     forward_mode_ad: whether `jax.jvp` works through the set (custom VJPs
       rule it out).
   """
@@ -52,6 +56,7 @@ class LayerSet:
   DenseGeneral: type = nn.DenseGeneral
   attention: Callable[..., jax.Array] | None = None
   recurrence: Callable[..., Any] | None = None
+  project_embedding_table: bool = False
   forward_mode_ad: bool = True
 
 

@@ -26,7 +26,8 @@ time steps in one matmul before the time loop, and the scanned step does only
 h @ W_h and the elementwise gate math. The time loop is `scan_recurrence`, a
 plain `lax.scan` that autodiff (forward or reverse) and every transformation
 handle; `kernels='cpu'` swaps in deepl/kernels/cpu/rnn.py's hand-written
-backward pass.
+backward pass, and lets a language model's first layer project its embedding
+table once instead of every token's embedding (`TokenInputs`).
 
 Variable length: `lengths` (b,) gives each sequence's valid prefix. Past it
 the carry is frozen and outputs are zero, so padding never changes a result:
@@ -48,7 +49,7 @@ is), so its final state is the one at position 0 of the real sequence.
 """
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -218,6 +219,17 @@ def valid_mask(lengths, steps: int):
 # ----------------------------------------------------------------- layers
 
 
+class TokenInputs(NamedTuple):
+  """A first layer's input as token ids and the embedding table they index.
+
+  Recurrence projects the table and looks up each token's row, instead of
+  projecting each token's embedding; pass it only where nothing (dropout)
+  acts on the embeddings in between. Values are the same up to rounding.
+  """
+  table: jax.Array  # (V, F) float32
+  ids: jax.Array    # (b, T) int
+
+
 class Recurrence(nn.Module):
   """One direction of one recurrent layer, scanned over time.
 
@@ -241,11 +253,13 @@ class Recurrence(nn.Module):
   def __call__(self, x, lengths=None, carry: Carry | None = None):
     """Maps x (b, T, F) to outputs (b, T, H) and the final carry.
 
-    `lengths` (b,) of None means every step is valid; `carry` of None starts
-    from zeros.
+    x may be `TokenInputs` instead. `lengths` (b,) of None means every step
+    is valid; `carry` of None starts from zeros.
     """
     _check_cell(self.cell)
-    batch, steps, features = x.shape
+    tokens = isinstance(x, TokenInputs)
+    batch, steps = x.ids.shape if tokens else x.shape[:2]
+    features = (x.table if tokens else x).shape[-1]
     h, g = self.hidden_dim, GATES[self.cell]
     param = lambda name, init, shape, *names: self.param(name, layers.axes(init, *names), shape,
                                                          self.param_dtype)
@@ -258,12 +272,16 @@ class Recurrence(nn.Module):
       carry = initial_carry(self.cell, batch, h)
 
     if self.reverse:
-      x = reverse_valid(x, lengths)
+      x = x._replace(ids=reverse_valid(x.ids, lengths)) if tokens else reverse_valid(x, lengths)
     dtype = jnp.dtype(self.dtype)
-    # The input half of every gate for every step in one big 2-D matmul,
-    # time-major for the scan (x is transposed, being narrower than xw).
-    x = x.transpose(1, 0, 2).reshape(steps * batch, features).astype(dtype)
-    xw = (x @ w_x.astype(dtype)).astype(jnp.float32).reshape(steps, batch, g * h) + b_x
+    project = lambda a: (a.astype(dtype) @ w_x.astype(dtype)).astype(jnp.float32) + b_x
+    if tokens:  # every table row projected once, then one row per token, time-major
+      xw = jnp.take(project(x.table), x.ids.T, axis=0)
+    else:
+      # The input half of every gate for every step in one big 2-D matmul,
+      # time-major for the scan (x is transposed, being narrower than xw).
+      x = x.transpose(1, 0, 2).reshape(steps * batch, features)
+      xw = project(x).reshape(steps, batch, g * h)
     mask = None if lengths is None else valid_mask(lengths, steps).T[..., None]
     loop = layers.get(self.kernels).recurrence or scan_recurrence
     carry, ys = loop(self.cell, w_h.astype(dtype), b_h, carry, xw, mask)
@@ -465,7 +483,11 @@ class RNNLM(nn.Module):
 
   def _forward(self, tokens, lengths, cache, *, train: bool):
     _check_tokens('RNNLM', tokens, lengths)
-    x = self.drop(self.embed(tokens), deterministic=not train)
+    if (layers.get(self.kernels).project_embedding_table and (self.dropout == 0 or not train)
+        and self.vocab_size < tokens.size):
+      x = TokenInputs(self.embed.embedding, tokens)
+    else:
+      x = self.drop(self.embed(tokens), deterministic=not train)
     x, cache = self.rnn(x, lengths, cache, train=train)
     x = self.drop(x, deterministic=not train)
     # Losses and softmax are unstable in half precision; hand tasks float32.

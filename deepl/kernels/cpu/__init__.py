@@ -12,6 +12,9 @@ does and what it measured:
   rnn.py         the recurrent time loop with a hand-written backward pass
   buffers.py     materialize (kept buffers) and channel sums, shared by them
 
+Plus the table projection of an RNN language model's first layer
+(deepl/models/rnn.py, `project_embedding_table`).
+
 conv.py, batch_norm.py and rnn.py carry custom VJPs: no forward-mode AD
 (`jax.jvp`, Hessian-vector products) through kernels='cpu', and batch norm
 over a named axis wants its gradient taken inside the map. Use the stock set
@@ -31,7 +34,7 @@ from deepl.models import layers
 LAYERS = layers.LayerSet(
     Conv=conv.Conv, BatchNorm=batch_norm.BatchNorm, Dense=dense.Dense,
     DenseGeneral=dense.DenseGeneral, attention=attention.dot_product_attention,
-    recurrence=rnn.recurrence, forward_mode_ad=False)
+    recurrence=rnn.recurrence, project_embedding_table=True, forward_mode_ad=False)
 layers.register('cpu', LAYERS)
 
 # jaxlib releases whose XLA knows `xla_cpu_experimental_ynn_fusion_type`
