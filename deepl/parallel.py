@@ -18,7 +18,8 @@ PmapRunner (parallel='pmap') is data parallelism only: `jax.pmap` over this
 process's devices, the state replicated with a leading device axis.
 
 `compiler_options` (XLA options the model's kernels ask for, see
-deepl.kernels) go to every `jax.jit`; `jax.pmap` takes none.
+deepl.kernels, settled in `init` from the model it initialises) go to every
+`jax.jit`; `jax.pmap` takes none.
 """
 
 import functools
@@ -82,9 +83,14 @@ class MeshRunner(_Runner):
 
   mode = 'jit'
 
-  def __init__(self, compiler_options=None, mesh=None, rules=None, *, model='the model'):
-    """mesh: config.mesh (default data=-1); rules: config.mesh.rules overrides."""
-    self.compiler_options = dict(compiler_options or {})
+  def __init__(self, compiler_options=None, mesh=None, rules=None, *, model='the model',
+               layer_set='xla'):
+    """mesh: config.mesh (default data=-1); rules: config.mesh.rules overrides.
+
+    compiler_options: None for the options of `layer_set` (config.kernels).
+    """
+    self.compiler_options = compiler_options
+    self.layer_set = layer_set
     # Auto axes: XLA's partitioner propagates the shardings through the step;
     # models add constraints where the anchors put them.
     self.mesh = sharding.make_mesh(mesh or {'data': -1, 'fsdp': 1, 'tensor': 1})
@@ -102,6 +108,8 @@ class MeshRunner(_Runner):
 
   def init(self, init_fn, *args):
     """init_fn(*args), created sharded; sets `state_sharding` (and `notes`)."""
+    if self.compiler_options is None:  # the layer set's, for the model init_fn runs
+      self.compiler_options = kernels.compiler_options(self.layer_set, init_fn, *args)
     state, self.state_sharding, self.notes = sharding.init_sharded(
         init_fn, *args, mesh=self.mesh, rules=self.rules, model=self.model,
         compiler_options=self.compiler_options)
@@ -144,8 +152,9 @@ class PmapRunner(_Runner):
 
   mode = 'pmap'
 
-  def __init__(self, compiler_options=None, mesh=None, rules=None, *, model='the model'):
-    del compiler_options, rules, model  # jax.pmap takes no options; its state is replicated
+  def __init__(self, compiler_options=None, mesh=None, rules=None, *, model='the model',
+               layer_set='xla'):
+    del compiler_options, rules, model, layer_set  # pmap takes no options; replicated state
     sizes = dict(mesh or {})
     if sizes.get('fsdp', 1) != 1 or sizes.get('tensor', 1) != 1:
       raise UserError("parallel='pmap' is data parallelism only: set mesh.fsdp=1 and "
@@ -199,10 +208,8 @@ def make_runner(config, *, for_training: bool = True, compiler_options=None):
   compiler_options: instead of the layer set's (tools/kernel_gains.py).
   """
   mesh, rules = (config.mesh, config.mesh.rules) if for_training else (None, None)
-  if compiler_options is None:
-    compiler_options = kernels.compiler_options(config.kernels)
   runner = {'jit': MeshRunner, 'pmap': PmapRunner}[config.parallel](
-      compiler_options, mesh, rules, model=config.model.name)
+      compiler_options, mesh, rules, model=config.model.name, layer_set=config.kernels)
   if for_training:
     runner.check_batch(config.train.batch_size)
   runner.check_batch(config.eval.batch_size or config.train.batch_size, 'eval.batch_size')

@@ -20,8 +20,10 @@ Pieces (deepl/kernels/cpu):
   dense         Dense layers as 2-D matmuls (nn.Dense, nn.DenseGeneral instead)
   attention     blocked head-major causal attention (jax.nn.dot_product_attention)
   recurrence    the RNN time loop's hand-written backward pass (autodiff of lax.scan)
+  table         an RNN LM's first layer projecting the embedding table, not every token
   barriers      the compiler option that keeps optimization barriers
-  ynn           the compiler option giving YNNPACK matmuls only
+  ynn           the compiler option giving YNNPACK matmuls only; the set gives it to
+                steps that convolve: elsewhere this variant adds it (gain: not having it)
   layers        every layer swap at once: flax's stock layers, the compiler options kept
   xla           all of them: flax's stock layers, no options (kernels='xla')
 """
@@ -36,14 +38,13 @@ from absl import flags
 import flax.linen as nn
 
 import benchmark  # tools/benchmark.py: the harness and the shared flags
-from deepl import kernels
 from deepl.kernels import cpu
 from deepl.kernels.cpu import conv
 from deepl.cli.main import fail
 from deepl.models import layers
 
 PIECES = ('conv', 'conv_shift', 'conv_pairs', 'conv_buffer', 'conv_bias', 'batch_norm',
-          'dense', 'attention', 'recurrence', 'barriers', 'ynn', 'layers', 'xla')
+          'dense', 'attention', 'recurrence', 'table', 'barriers', 'ynn', 'layers', 'xla')
 flags.DEFINE_list('without', ['xla'], f'Pieces to time without, one variant each: {PIECES}.')
 flags.DEFINE_integer('rounds', 8, 'Alternating rounds of one window per variant.')
 FLAGS = flags.FLAGS
@@ -52,6 +53,7 @@ _SWAPS = {  # LayerSet fields of the stock set
     'conv': {'Conv': nn.Conv}, 'batch_norm': {'BatchNorm': nn.BatchNorm},
     'dense': {'Dense': nn.Dense, 'DenseGeneral': nn.DenseGeneral},
     'attention': {'attention': None}, 'recurrence': {'recurrence': None},
+    'table': {'project_embedding_table': False},
 }
 _CONV_PATCHES = {  # module attributes of deepl/kernels/cpu/conv.py, read when the step is traced
     'conv_shift': ('_MAX_SHIFT_TAPS', 0), 'conv_pairs': ('_MAX_PAIRED_CHANNELS', 0),
@@ -62,10 +64,9 @@ _OPTIONS = {'barriers': 'xla_disable_hlo_passes', 'ynn': 'xla_cpu_experimental_y
 
 
 @contextlib.contextmanager
-def _without(piece: str, config):
-  """Yields (config, compiler options) of the step built without `piece`."""
+def _without(piece: str, config, options: dict):
+  """Yields (config, compiler options) of the step built without `piece`; `options`: the set's."""
   config = config.copy_and_resolve_references()
-  options = cpu.compiler_options()
   config.kernels = 'cpu'
   if piece in ('xla', 'layers'):
     config.kernels = 'xla'
@@ -73,6 +74,8 @@ def _without(piece: str, config):
   elif piece in _SWAPS:
     config.kernels = f'cpu_without_{piece}'
     layers.register(config.kernels, dataclasses.replace(cpu.LAYERS, **_SWAPS[piece]))
+  elif piece == 'ynn' and _OPTIONS[piece] not in options:
+    options = {**options, **cpu.compiler_options(convolutional=True)}
   elif piece in _OPTIONS:
     options = {k: v for k, v in options.items() if k != _OPTIONS[piece]}
   saved = None
@@ -97,9 +100,11 @@ def main(argv):
     fail(f'--rounds={FLAGS.rounds} must be a positive integer')
   build = lambda config, options: benchmark.Harness(
       config, vocab_size=FLAGS.vocab_size, warmup=FLAGS.warmup, compiler_options=options)
-  harnesses = {'cpu': build(config, kernels.compiler_options('cpu'))}
+  full = config.copy_and_resolve_references()
+  full.kernels = 'cpu'
+  harnesses = {'cpu': build(full, None)}  # the set's own options, as deepl train's
   for piece in FLAGS.without:
-    with _without(piece, config) as (variant, options):
+    with _without(piece, config, harnesses['cpu'].runner.compiler_options) as (variant, options):
       harnesses[piece] = build(variant, options)  # traced and compiled here, patches in force
   rates = benchmark.alternate(harnesses, rounds=FLAGS.rounds, steps=FLAGS.steps)
   full = rates['cpu']

@@ -9,7 +9,8 @@ result into the run's config.json and prints it (`resolve`).
 
 A set may also need XLA compiler options for the steps it is compiled into
 (`compiler_options`): they are passed to that step's `jax.jit`, never set
-process-wide.
+process-wide. They may depend on what the model computes (the cpu set's on
+whether it convolves), never on its name.
 """
 
 import jax
@@ -51,6 +52,25 @@ def resolve_config(config, *, again: bool = False) -> None:
                               config_lib.compute_dtype(config))
 
 
-def compiler_options(kernels: str) -> dict[str, str]:
-  """The XLA options a step built from `kernels` is compiled with on this process's platform."""
-  return cpu.compiler_options() if kernels == 'cpu' and platform() == 'cpu' else {}
+def compiler_options(kernels: str, model_fn, *args) -> dict[str, str]:
+  """The XLA options a step built from `kernels` is compiled with on this process's platform.
+
+  model_fn(*args): a function that runs the model, traced (not run) to see
+  what it computes; deepl passes the train state's init, which calls it.
+  """
+  if kernels != 'cpu' or platform() != 'cpu':
+    return {}
+  return cpu.compiler_options(convolutional=_convolves(jax.make_jaxpr(model_fn)(*args).jaxpr))
+
+
+def _convolves(jaxpr) -> bool:
+  """Whether `jaxpr`, or any jaxpr inside it (jit, scan, custom VJP), has a convolution."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      return True
+    for value in eqn.params.values():
+      for inner in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(inner, 'jaxpr', inner)  # a ClosedJaxpr's Jaxpr
+        if hasattr(inner, 'eqns') and _convolves(inner):
+          return True
+  return False
