@@ -109,7 +109,10 @@ class MeshRunner(_Runner):
   def init(self, init_fn, *args):
     """init_fn(*args), created sharded; sets `state_sharding` (and `notes`)."""
     if self.compiler_options is None:  # the layer set's, for the model init_fn runs
-      self.compiler_options = kernels.compiler_options(self.layer_set, init_fn, *args)
+      # Traced in the rules as init_sharded traces it: JAX caches traces by
+      # function and arguments, and flax's rules are not part of that key.
+      with sharding.axis_rules(self.rules):
+        self.compiler_options = kernels.compiler_options(self.layer_set, init_fn, *args)
     state, self.state_sharding, self.notes = sharding.init_sharded(
         init_fn, *args, mesh=self.mesh, rules=self.rules, model=self.model,
         compiler_options=self.compiler_options)
