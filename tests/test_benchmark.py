@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests import helpers
 
 TOOL = helpers.ROOT / 'tools' / 'benchmark.py'
@@ -91,3 +93,28 @@ def test_compare_meshes_bad_input_is_one_line_and_exit_2():
     assert result.returncode == 2, (args, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], lines
+
+
+def _torch_benchmark(*args):
+  pytest.importorskip('torch')
+  return subprocess.run([sys.executable, str(TOOL.parent / 'torch_benchmark.py'), '--models=cnn',
+                         '--kernels=xla', '--steps=1', '--windows=1', '--warmup=0',
+                         '--window_warmup=0', *args], capture_output=True, text=True, timeout=240,
+                        cwd=helpers.ROOT, env=helpers.env_for(fast_compile=True))
+
+
+@pytest.mark.slow  # three processes' imports and compiles, and PyTorch's: ~30 s
+def test_torch_side_by_side_with_a_baseline_checkout(tmp_path):
+  # The baseline is this checkout itself: the row and the ratios to it must be there.
+  out = tmp_path / 'torch.json'
+  result = _torch_benchmark(f'--baseline={helpers.ROOT}', f'--json={out}')
+  assert result.returncode == 0, result.stderr
+  rows = {row['kernels']: row for row in json.loads(out.read_text())}
+  assert set(rows) == {'xla', 'baseline'}
+  assert rows['baseline']['num_params'] == rows['xla']['num_params'] == 824_458
+  assert len(rows['xla']['baseline_ratios']) == 1 and 'kernels=xla / baseline' in result.stdout
+
+
+def test_torch_benchmark_baseline_must_be_a_checkout(tmp_path):
+  result = _torch_benchmark(f'--baseline={tmp_path}')
+  assert result.returncode == 2 and 'not a checkout of deepl' in result.stderr, result.stderr

@@ -3,7 +3,7 @@
   pip install -e '.[bench]'     # PyTorch, for this tool only
   python tools/torch_benchmark.py [--models=cnn,resnet20,lstm,gpt_mini]
       [--kernels=cpu,xla --steps=10 --windows=3 --warmup=2 --window_warmup=1
-       --torch_threads=0 --json=side_by_side.json]
+       --torch_threads=0 --baseline=PATH --json=side_by_side.json]
 
 For each model: the JAX train step exactly as tools/benchmark.py builds it
 (the real `deepl train` step on synthetic batches), once per layer set in
@@ -29,6 +29,12 @@ for every process's big buffers (XLA's, and PyTorch's too) are the
 environment's: start the tool with GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 (glibc 2.35+, transparent huge pages in `madvise` mode) and the workers
 inherit it; the header line says which setting ran.
+
+--baseline=PATH adds the JAX step of another checkout of deepl (e.g. `git
+worktree add /tmp/base REV`; its own tools/torch_benchmark.py --jax_worker, its
+default layer set) to the same alternation, as the row `baseline`, and prints
+each layer set's window-by-window ratio to it: whether a change lost speed,
+on a machine whose speed drifts more than the change.
 
 Two places where the twins differ in form but not in math: PyTorch's LSTM
 carries a second bias (b_hh) that only ever appears summed with b_ih; it is
@@ -68,6 +74,8 @@ flags.DEFINE_list('kernels', ['cpu', 'xla'], 'The JAX layer sets to time (config
 flags.DEFINE_integer('torch_threads', 0, 'torch.set_num_threads (0: PyTorch\'s default).')
 flags.DEFINE_integer('window_warmup', 1, 'Untimed steps at the start of every window, both '
                      'frameworks (see above).')
+flags.DEFINE_string('baseline', None, 'Another checkout of deepl whose JAX step joins the '
+                    'alternation (row "baseline"): was speed lost against it?')
 flags.DEFINE_bool('jax_worker', False, 'Internal: the JAX side\'s own process (see jax_worker).')
 FLAGS = flags.FLAGS
 # sibling_config looks next to a file: any path inside experiments/ will do.
@@ -253,13 +261,20 @@ def jax_worker(variant: str) -> None:
 class JaxWorker:
   """This script as a `--jax_worker` child process, asked for one window at a time."""
 
-  def __init__(self, variant: str, kernels: str):
-    args = [f'--models={variant}', f'--kernels={kernels}', f'--steps={FLAGS.steps}',
-            f'--warmup={FLAGS.warmup}', f'--window_warmup={FLAGS.window_warmup}']
+  def __init__(self, variant: str, kernels: str | None, root: str | None = None):
+    """kernels: the layer set (None: the checkout's default); root: another checkout's."""
+    args = [f'--models={variant}', f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}',
+            f'--window_warmup={FLAGS.window_warmup}']
+    args += [f'--kernels={kernels}'] if kernels else []
     if FLAGS.vocab_size:
       args.append(f'--vocab_size={FLAGS.vocab_size}')
-    self.process = subprocess.Popen([sys.executable, __file__, '--jax_worker', *args],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    script, env = __file__, None
+    if root:  # its own code, from its own folder
+      script = os.path.join(root, 'tools', 'torch_benchmark.py')
+      env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
+    self.process = subprocess.Popen([sys.executable, script, '--jax_worker', *args], cwd=root,
+                                    env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    text=True)
     self.num_params = self._reply()
 
   def _reply(self):
@@ -285,6 +300,8 @@ def side_by_side(variant: str, *, steps: int, windows: int, warmup: int) -> list
   """One row per layer set: its JAX windows against the PyTorch windows between them."""
   config = config_lib.sibling_config(EXPERIMENTS, 'benchmarks', variant)
   workers = {k: JaxWorker(variant, k) for k in FLAGS.kernels}
+  if FLAGS.baseline:
+    workers['baseline'] = JaxWorker(variant, None, FLAGS.baseline)
   twin = TorchBench(variant, config, benchmark.text_vocab_size(config, FLAGS.vocab_size))
   for kernels, worker in workers.items():
     print(f'{variant}: parameters JAX (kernels={kernels}) {worker.num_params:,}, PyTorch '
@@ -308,6 +325,8 @@ def side_by_side(variant: str, *, steps: int, windows: int, warmup: int) -> list
            'jax_windows': jax_rates[kernels], 'torch_windows': torch_rates,
            'window_ratios': paired, 'mfu': worker.finish()}
     row['ratio'] = row['jax_steps_per_sec'] / row['torch_steps_per_sec']
+    if FLAGS.baseline and kernels != 'baseline':
+      row['baseline_ratios'] = [a / b for a, b in zip(jax_rates[kernels], jax_rates['baseline'])]
     rows.append(row)
   return rows
 
@@ -322,6 +341,9 @@ def main(argv):
     cli.fail(f'--kernels: unknown {", ".join(bad) or "(none given)"}; choose from xla, cpu')
   if FLAGS.window_warmup < 0:
     cli.fail(f'--window_warmup={FLAGS.window_warmup} must be >= 0')
+  if FLAGS.baseline and not os.path.isfile(os.path.join(FLAGS.baseline, 'tools',
+                                                         'torch_benchmark.py')):
+    cli.fail(f'--baseline={FLAGS.baseline} is not a checkout of deepl (no tools/torch_benchmark.py)')
   if FLAGS.jax_worker:
     jax_worker(FLAGS.models[0])
     return
@@ -343,6 +365,10 @@ def main(argv):
     print(f"{r['model']:<10} {r['kernels']:<8} {r['num_params']:>10,} "
           f"{r['jax_steps_per_sec']:>12.3f} {r['torch_steps_per_sec']:>16.3f} {r['ratio']:>12.2f} "
           f"{mfu:>8} {ahead:>32}")
+  for r in rows:
+    if 'baseline_ratios' in r:
+      print(f"{r['model']}: kernels={r['kernels']} / baseline, window by window: "
+            f"{benchmark.ratio_summary(r['baseline_ratios'])}")
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump(rows, f, indent=2)
