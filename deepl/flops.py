@@ -31,6 +31,8 @@ from jax.extend import core as jex_core
 import jax.numpy as jnp
 import numpy as np
 
+from deepl import jaxprs
+
 
 def _abstract(tree):
   """ShapeDtypeStructs without shardings: counting never needs placement."""
@@ -88,7 +90,7 @@ class _Counter:
       elif name == 'cond':  # one branch runs; XLA is as blind to which as we are
         extra += max(self.correction(b.jaxpr) for b in eqn.params['branches'])
       else:  # jit, remat, custom_jvp/vjp calls, while loops (counted once)
-        extra += sum(self.correction(sub) for sub in _subjaxprs(eqn))
+        extra += sum(self.correction(sub) for sub in jaxprs.subjaxprs(eqn))
     return extra
 
   def _eqn_xla(self, eqn) -> float:
@@ -104,15 +106,6 @@ class _Counter:
       return eqn.primitive.bind(*full, **params)
 
     return _xla_flops(fn, *args)
-
-
-def _subjaxprs(eqn):
-  for value in eqn.params.values():
-    for v in value if isinstance(value, (tuple, list)) else (value,):
-      if isinstance(v, jex_core.ClosedJaxpr):
-        yield v.jaxpr
-      elif isinstance(v, jex_core.Jaxpr):
-        yield v
 
 
 def flop_counts(fn, *args) -> tuple[float, float]:

@@ -11,6 +11,8 @@ from unittest import mock
 
 import jax
 
+from deepl import jaxprs
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / 'experiments'
 
@@ -124,13 +126,6 @@ def dot_operands(fn, *args) -> list[tuple]:
 
   Nested jaxprs (scans, jits, custom VJPs) included.
   """
-  def walk(jaxpr):
-    for eqn in jaxpr.eqns:
-      if eqn.primitive.name == 'dot_general':
-        yield tuple(v.aval for v in eqn.invars)
-      for param in eqn.params.values():
-        inner = getattr(param, 'jaxpr', param)
-        if hasattr(inner, 'eqns'):
-          yield from walk(inner)
-
-  return list(walk(jax.make_jaxpr(fn)(*args).jaxpr))
+  return [tuple(v.aval for v in eqn.invars)
+          for eqn in jaxprs.equations(jax.make_jaxpr(fn)(*args).jaxpr)
+          if eqn.primitive.name == 'dot_general']

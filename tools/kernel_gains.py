@@ -100,9 +100,9 @@ def main(argv):
     fail(f'--rounds={FLAGS.rounds} must be a positive integer')
   build = lambda config, options: benchmark.Harness(
       config, vocab_size=FLAGS.vocab_size, warmup=FLAGS.warmup, compiler_options=options)
-  full = config.copy_and_resolve_references()
-  full.kernels = 'cpu'
-  harnesses = {'cpu': build(full, None)}  # the set's own options, as deepl train's
+  cpu_config = config.copy_and_resolve_references()
+  cpu_config.kernels = 'cpu'
+  harnesses = {'cpu': build(cpu_config, None)}  # the set's own options, as deepl train's
   for piece in FLAGS.without:
     with _without(piece, config, harnesses['cpu'].runner.compiler_options) as (variant, options):
       harnesses[piece] = build(variant, options)  # traced and compiled here, patches in force

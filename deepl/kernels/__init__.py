@@ -16,6 +16,7 @@ whether it convolves), never on its name.
 import jax
 
 from deepl import config as config_lib
+from deepl import jaxprs
 from deepl.kernels import cpu
 
 _HALF = ('bfloat16', 'float16')
@@ -65,12 +66,4 @@ def compiler_options(kernels: str, model_fn, *args) -> dict[str, str]:
 
 def _convolves(jaxpr) -> bool:
   """Whether `jaxpr`, or any jaxpr inside it (jit, scan, custom VJP), has a convolution."""
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == 'conv_general_dilated':
-      return True
-    for value in eqn.params.values():
-      for inner in value if isinstance(value, (tuple, list)) else (value,):
-        inner = getattr(inner, 'jaxpr', inner)  # a ClosedJaxpr's Jaxpr
-        if hasattr(inner, 'eqns') and _convolves(inner):
-          return True
-  return False
+  return any(eqn.primitive.name == 'conv_general_dilated' for eqn in jaxprs.equations(jaxpr))
